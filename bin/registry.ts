@@ -1,0 +1,22 @@
+import type { Plugin } from '../kernel/plugin.js';
+
+type Loader = () => Promise<Plugin<unknown>>;
+
+/**
+ * The one registry: config names -> units, loaded lazily so a disabled
+ * plugin's drivers are never imported. Adding a plugin = a folder + a line here
+ * + its name in a config file; the kernel never changes.
+ */
+export const PLUGINS: Readonly<Record<string, Loader>> = {
+  auth: async () => (await import('../plugins/auth/auth.plugin.js')).authPlugin,
+  users: async () => (await import('../plugins/users/users.plugin.js')).usersPlugin,
+  groups: async () => (await import('../plugins/groups/groups.plugin.js')).groupsPlugin,
+  chat: async () => (await import('../plugins/chat/chat.plugin.js')).chatPlugin,
+};
+
+/** Port slot -> implementation name -> adapter unit. */
+export const ADAPTERS: Readonly<Record<string, Readonly<Record<string, Loader>>>> = {
+  storage: {
+    memory: async () => (await import('../adapters/storage/memory/memory-storage.adapter.js')).memoryStorageAdapter,
+  },
+};

@@ -1,0 +1,62 @@
+import type { Group, Member, Message, User } from '../domain.js';
+import type { MessagePage } from './storage.port.js';
+
+/**
+ * The public services of the core feature plugins. Transports (http, ws,
+ * ingress) and upper layers (ai-router) call these; they receive raw input and
+ * validate it themselves, so every transport gets the same rules and errors.
+ */
+
+/** Who is acting: the JWT's `sub`, and whether its `scope` contains `admin`. */
+export interface Principal {
+  user_id: string;
+  admin: boolean;
+}
+
+export interface SignOptions {
+  admin?: boolean;
+  /** Lifetime in seconds; none = no `exp`. */
+  expiresInSeconds?: number;
+}
+
+export interface AuthService {
+  /** Throws UnauthenticatedError for a missing, malformed, expired or wrongly signed token. */
+  verify(token: string): Promise<Principal>;
+  sign(userId: string, options?: SignOptions): Promise<string>;
+}
+
+export interface UserService {
+  create(actor: Principal, input: unknown): Promise<User>;
+  get(actor: Principal, userId: string): Promise<User>;
+  setRole(actor: Principal, userId: string, input: unknown): Promise<User>;
+}
+
+export interface GroupService {
+  create(actor: Principal, input: unknown): Promise<Group>;
+  get(actor: Principal, groupId: string): Promise<Group>;
+  listForUser(actor: Principal, userId: string): Promise<Group[]>;
+  addMember(actor: Principal, groupId: string, input: unknown): Promise<Member>;
+  listMembers(actor: Principal, groupId: string): Promise<Member[]>;
+  removeMember(actor: Principal, groupId: string, userId: string): Promise<void>;
+  /** Group ids of a user, without access checks (for transports that already authenticated the user). */
+  groupIdsOf(userId: string): Promise<string[]>;
+}
+
+export interface SendOptions {
+  /** Which transport stored it (metrics, logs): http, ws, amqp, nats, ai, ... */
+  transport: string;
+  /** Only the AI layer sets this: permits msg_type AI_REPLY. */
+  allowAiReply?: boolean;
+}
+
+export interface SendResult {
+  message: Message;
+  /** False when client_msg_id was already used by this sender in this group (idempotent replay). */
+  created: boolean;
+}
+
+export interface ChatService {
+  send(actor: Principal, input: unknown, options: SendOptions): Promise<SendResult>;
+  list(actor: Principal, query: unknown): Promise<MessagePage>;
+  get(actor: Principal, messageId: string): Promise<Message>;
+}

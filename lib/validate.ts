@@ -1,0 +1,29 @@
+import type Joi from 'joi';
+import { ValidationError } from '../kernel/errors.js';
+
+/**
+ * The one way to validate input at an edge: joi with every error collected and
+ * unknown keys rejected. Returns the converted value or throws ValidationError
+ * whose details list each bad field (path, message).
+ */
+export function validate<T>(schema: Joi.Schema<T>, value: unknown, what = 'request'): T {
+  const { error, value: out } = schema.validate(value, { abortEarly: false, allowUnknown: false, convert: true });
+  if (error) {
+    const details = error.details.map((d) => ({
+      path: d.path.join('.') || what,
+      message: d.message.replace(/"/g, "'"),
+    }));
+    throw new ValidationError(`${what} is invalid: ${details.map((d) => d.message).join('; ')}`, details);
+  }
+  return out as T;
+}
+
+/** Validates plugin/adapter options; errors name the setting (`http.port: must be a number`). */
+export function validateOptions<T>(schema: Joi.Schema<T>, raw: unknown): T {
+  const { error, value } = schema.validate(raw ?? {}, { abortEarly: true, allowUnknown: false, convert: true });
+  if (error) {
+    const d = error.details[0]!;
+    throw new Error(`${d.path.join('.') || '(root)'}: ${d.message.replace(/"[^"]*" /, '').replace(/"/g, "'")}`);
+  }
+  return value as T;
+}

@@ -1,0 +1,55 @@
+import Joi from 'joi';
+import { MSG_TYPES, type MsgType } from '../../kernel/domain.js';
+import { idSchema } from '../../lib/ids.schema.js';
+
+export interface ChatOptions {
+  /** Longest msg_content accepted, in characters (UTF-16 code units). */
+  maxContentLength: number;
+  /** Per-user send rate: `points` sends per `durationSeconds`; 0 points = unlimited. */
+  rateLimit: { points: number; durationSeconds: number };
+}
+
+export const chatOptionsSchema = Joi.object<ChatOptions>({
+  maxContentLength: Joi.number().integer().min(1).max(1_000_000).default(8000),
+  rateLimit: Joi.object({
+    points: Joi.number().integer().min(0).default(50),
+    durationSeconds: Joi.number().integer().min(1).default(1),
+  }).default(),
+});
+
+export interface SendInput {
+  group_id: string;
+  msg_type: MsgType;
+  msg_content: string;
+  client_msg_id?: string;
+  from_user_id?: string;
+}
+
+/** The send body of API.md §4; content is kept byte-for-byte (no trimming, no escaping). */
+export function sendMessageSchema(maxContentLength = 8000): Joi.ObjectSchema<SendInput> {
+  return Joi.object<SendInput>({
+    group_id: idSchema.required(),
+    msg_type: Joi.string().valid(...MSG_TYPES).default('TEXT'),
+    msg_content: Joi.string()
+      .max(maxContentLength)
+      .pattern(/\S/)
+      .required()
+      .messages({ 'string.pattern.base': '{{#label}} must not be blank' }),
+    client_msg_id: Joi.string().min(1).max(128),
+    from_user_id: idSchema,
+  });
+}
+
+export interface ListQuery {
+  group_id: string;
+  after_seq?: number;
+  before_seq?: number;
+  limit: number;
+}
+
+export const listMessagesSchema = Joi.object<ListQuery>({
+  group_id: idSchema.required(),
+  after_seq: Joi.number().integer().min(0),
+  before_seq: Joi.number().integer().min(1),
+  limit: Joi.number().integer().min(1).max(200).default(50),
+});

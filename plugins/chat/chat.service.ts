@@ -1,0 +1,101 @@
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { ForbiddenError, NotFoundError, RateLimitedError, ValidationError } from '../../kernel/errors.js';
+import type { Message } from '../../kernel/domain.js';
+import type { MessageBus } from '../../kernel/bus.js';
+import type { Clock, IdGenerator } from '../../kernel/clock.js';
+import type { MessagePage, Storage } from '../../kernel/ports/storage.port.js';
+import type { ChatService, Principal, SendOptions, SendResult } from '../../kernel/ports/services.port.js';
+import { validate } from '../../lib/validate.js';
+import { listMessagesSchema, sendMessageSchema, type ChatOptions } from './chat.schema.js';
+
+interface Deps {
+  storage: Storage;
+  clock: Clock;
+  ids: IdGenerator;
+  bus: MessageBus;
+}
+
+/**
+ * The send path of every transport: validate, check membership, store (seq is
+ * assigned in the storage commit), then publish `message.stored`.
+ */
+export class ChatServiceImpl implements ChatService {
+  private readonly sendSchema;
+  private readonly limiter: RateLimiterMemory | null;
+
+  constructor(
+    private readonly deps: Deps,
+    options: ChatOptions,
+  ) {
+    this.sendSchema = sendMessageSchema(options.maxContentLength);
+    this.limiter =
+      options.rateLimit.points > 0
+        ? new RateLimiterMemory({ points: options.rateLimit.points, duration: options.rateLimit.durationSeconds })
+        : null;
+  }
+
+  async send(actor: Principal, input: unknown, options: SendOptions): Promise<SendResult> {
+    const v = validate(this.sendSchema, input);
+    if (v.msg_type === 'AI_REPLY' && !options.allowAiReply) {
+      throw new ValidationError('msg_type AI_REPLY is written only by the AI layer', [
+        { path: 'msg_type', message: "'msg_type' must be one of [TEXT, IMAGE]" },
+      ]);
+    }
+    const from = v.from_user_id ?? actor.user_id;
+    if (from !== actor.user_id && !actor.admin) throw new ForbiddenError('only an admin may send as another user');
+    await this.consumeRate(from, options);
+    const { storage, clock, ids, bus } = this.deps;
+    await this.requireMember(v.group_id, from);
+    const { message, created } = await storage.messages.append({
+      message_id: ids.next(),
+      group_id: v.group_id,
+      from_user_id: from,
+      msg_type: v.msg_type,
+      msg_content: v.msg_content,
+      client_msg_id: v.client_msg_id ?? null,
+      created_at: clock.nowIso(),
+    });
+    if (created) bus.publish('message.stored', { message, transport: options.transport });
+    return { message, created };
+  }
+
+  async list(actor: Principal, query: unknown): Promise<MessagePage> {
+    const q = validate(listMessagesSchema, query, 'query');
+    await this.requireAccess(actor, q.group_id);
+    return this.deps.storage.messages.list(q.group_id, { after_seq: q.after_seq, before_seq: q.before_seq, limit: q.limit });
+  }
+
+  async get(actor: Principal, messageId: string): Promise<Message> {
+    const m = await this.deps.storage.messages.get(messageId);
+    if (!m) throw new NotFoundError(`message '${messageId}' not found`);
+    await this.requireAccess(actor, m.group_id);
+    return m;
+  }
+
+  private async consumeRate(userId: string, options: SendOptions): Promise<void> {
+    if (!this.limiter || options.allowAiReply) return;
+    try {
+      await this.limiter.consume(userId);
+    } catch (res) {
+      if (res instanceof RateLimiterRes) throw new RateLimitedError(res.msBeforeNext / 1000);
+      throw res;
+    }
+  }
+
+  /** Sender must be a member; an unknown group is 404, a non-member 403. */
+  private async requireMember(groupId: string, userId: string): Promise<void> {
+    const m = await this.deps.storage.members.get(groupId, userId);
+    if (m) return;
+    const g = await this.deps.storage.groups.get(groupId);
+    if (!g) throw new NotFoundError(`group '${groupId}' not found`);
+    throw new ForbiddenError(`'${userId}' is not a member of group '${groupId}'`);
+  }
+
+  private async requireAccess(actor: Principal, groupId: string): Promise<void> {
+    if (actor.admin) {
+      if (!(await this.deps.storage.groups.get(groupId))) throw new NotFoundError(`group '${groupId}' not found`);
+      return;
+    }
+    await this.requireMember(groupId, actor.user_id);
+  }
+}
