@@ -1,0 +1,70 @@
+/**
+ * The http plugin's public surface: other plugins contribute routes,
+ * readiness checks and middleware through the kernel's contribution points
+ * (in their register step), and never import the http plugin's internals.
+ */
+import type { Server } from 'node:http';
+import type Joi from 'joi';
+import type Koa from 'koa';
+import type { Logger } from '../../kernel/logger.js';
+import type { Principal } from '../../kernel/ports/services.port.js';
+
+/** Contribution point: RouteDefinition values. */
+export const HTTP_ROUTES = 'http.routes';
+/** Contribution point: ReadinessCheck values (/readyz runs them all, plus storage.ping()). */
+export const READINESS_CHECKS = 'readiness.checks';
+/** Contribution point: Koa middleware run before routing (e.g. metrics), in contribution order. */
+export const HTTP_MIDDLEWARE = 'http.middleware';
+
+export interface HttpRequest {
+  /** Null only on routes with auth 'none'. */
+  principal: Principal | null;
+  params: Record<string, string>;
+  query: Record<string, unknown>;
+  /** Parsed JSON body (undefined when none). */
+  body: unknown;
+  headers: Record<string, string | string[] | undefined>;
+  requestId: string;
+  logger: Logger;
+}
+
+export interface HttpResponse {
+  status: number;
+  /** Objects are sent as JSON; string/Buffer as they are (set content-type in headers). */
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface RouteDefinition {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** @koa/router syntax: '/api/user/:user_id'. */
+  path: string;
+  /** 'user' = a valid bearer token is required (API.md §2). */
+  auth: 'none' | 'user';
+  summary: string;
+  tags?: string[];
+  /** For the OpenAPI document (validation itself happens in the services). */
+  schemas?: { body?: Joi.Schema; query?: Joi.Schema; params?: Joi.Schema; response?: Joi.Schema };
+  /** Success status documented in OpenAPI (default 200). */
+  successStatus?: number;
+  /** Left out of /openapi.json (static files, docs page). */
+  hidden?: boolean;
+  handler(req: HttpRequest): Promise<HttpResponse>;
+}
+
+export interface ReadinessCheck {
+  name: string;
+  /** Resolves when ready; throws (any error) when not. */
+  check(): Promise<void>;
+}
+
+export type HttpMiddleware = Koa.Middleware;
+
+declare module '../../kernel/container.js' {
+  interface Cradle {
+    /** The Koa application (the ws plugin attaches to it). */
+    koaApp: Koa;
+    /** The HTTP server; listening once the http plugin has started. */
+    httpServer: Server;
+  }
+}
