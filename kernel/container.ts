@@ -3,6 +3,7 @@ import type { MessageBus } from './bus.js';
 import type { Clock, IdGenerator } from './clock.js';
 import type { Logger } from './logger.js';
 import type { Storage } from './ports/storage.port.js';
+import type { AiProvider } from './ports/ai-provider.port.js';
 import type { AuthService, ChatService, GroupService, UserService } from './ports/services.port.js';
 
 /**
@@ -26,6 +27,8 @@ export interface Cradle {
   userService: UserService;
   groupService: GroupService;
   chatService: ChatService;
+  /** Filled by the 'ai-provider' adapter slot. */
+  aiProvider: AiProvider;
 }
 
 export type Container = AwilixContainer<Cradle>;

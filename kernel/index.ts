@@ -8,3 +8,4 @@ export * from './kernel.js';
 export * from './container.js';
 export * from './ports/storage.port.js';
 export * from './ports/services.port.js';
+export * from './ports/ai-provider.port.js';

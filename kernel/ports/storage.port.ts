@@ -73,6 +73,11 @@ export interface MessageRepository {
    * only messages below before_seq are returned.
    */
   list(groupId: string, query: MessageQuery): Promise<MessagePage>;
+  /**
+   * Messages of every group created at or after `since` (ISO), oldest first
+   * (created_at, then message_id), at most `limit`: for crash recovery scans.
+   */
+  listRecent(since: string, limit: number): Promise<Message[]>;
 }
 
 export type NewAiRecord = Pick<

@@ -223,6 +223,13 @@ export class MemoryStorage implements Storage {
           const start = Math.max(0, end - q.limit);
           return { messages: all.slice(start, end).map(copy), has_more: start > 0 };
         },
+        async listRecent(since: string, limit: number) {
+          return [...s().messages.values()]
+            .filter((m) => m.created_at >= since)
+            .sort((a, b) => a.created_at.localeCompare(b.created_at) || a.message_id.localeCompare(b.message_id))
+            .slice(0, limit)
+            .map(copy);
+        },
       },
       aiRecords: {
         async createIfAbsent(r: NewAiRecord) {
