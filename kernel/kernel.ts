@@ -171,7 +171,6 @@ export class Kernel {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new KernelError(`${name}: ${what} timed out after ${timeoutMs} ms`)), timeoutMs);
-      timer.unref?.();
     });
     try {
       await Promise.race([fn(), timeout]);
