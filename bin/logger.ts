@@ -1,13 +1,50 @@
+import { hostname } from 'node:os';
 import { pino } from 'pino';
 import type { Logger } from '../kernel/logger.js';
 
-/** JSON logs (pino) to stdout. Message content is never logged at info level (medical data). */
-export function createLogger(level: string): Logger {
+/** The process logger: the kernel's Logger port plus a flush before exit. */
+export interface ProcessLogger extends Logger {
+  /** Writes out anything buffered, then calls back (logs are written asynchronously). */
+  flush(cb?: (err?: Error) => void): void;
+}
+
+/**
+ * Never logged in clear, whatever the level: message content and AI
+ * request/response bodies are medical data; tokens and secrets are credentials.
+ */
+export const REDACTED_PATHS = [
+  'msg_content',
+  '*.msg_content',
+  '*.*.msg_content',
+  'request_content',
+  'response_content',
+  '*.request_content',
+  '*.response_content',
+  'token',
+  '*.token',
+  'authorization',
+  '*.authorization',
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'headers.authorization',
+  'jwtSecret',
+  '*.jwtSecret',
+  'apiKey',
+  '*.apiKey',
+];
+
+/**
+ * JSON lines (pino) on stdout: `level` as a label, ISO `time`, `pid`,
+ * `hostname`, `instance_id` when configured, then the fields of each call
+ * (plugin, request_id, user_id, ...). Writes are asynchronous: call `flush`
+ * before exiting (bin/main.ts does).
+ */
+export function createLogger(level: string, bindings: { instance_id?: string } = {}): ProcessLogger {
   return pino({
     level,
-    base: { pid: process.pid },
+    base: { pid: process.pid, hostname: hostname(), ...(bindings.instance_id ? { instance_id: bindings.instance_id } : {}) },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
-    redact: { paths: ['msg_content', '*.msg_content', 'req.headers.authorization', 'token'], censor: '[redacted]' },
-  }) as unknown as Logger;
+    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+  }) as unknown as ProcessLogger;
 }
