@@ -12,6 +12,7 @@ export const PLUGINS: Readonly<Record<string, Loader>> = {
   users: async () => (await import('../plugins/users/users.plugin.js')).usersPlugin,
   groups: async () => (await import('../plugins/groups/groups.plugin.js')).groupsPlugin,
   chat: async () => (await import('../plugins/chat/chat.plugin.js')).chatPlugin,
+  http: async () => (await import('../plugins/http/http.plugin.js')).httpPlugin,
   metrics: async () => (await import('../plugins/metrics/metrics.plugin.js')).metricsPlugin,
 };
 

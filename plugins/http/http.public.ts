@@ -60,11 +60,34 @@ export interface ReadinessCheck {
 
 export type HttpMiddleware = Koa.Middleware;
 
+/**
+ * Where the server listens, filled in when the http plugin has started (the
+ * real port when config asks for port 0). Before start: host '' and port 0.
+ */
+export interface HttpAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * What the http plugin leaves in `ctx.state` for contributed middleware
+ * (metrics, ...) to read after `await next()`.
+ */
+export interface HttpState {
+  /** The matched route pattern ('/api/user/:user_id'); undefined when no route matched. */
+  route?: string;
+  requestId: string;
+  /** The authenticated caller, once known. */
+  userId?: string;
+}
+
 declare module '../../kernel/container.js' {
   interface Cradle {
     /** The Koa application (the ws plugin attaches to it). */
     koaApp: Koa;
     /** The HTTP server; listening once the http plugin has started. */
     httpServer: Server;
+    /** Bound host and port (filled at start). */
+    httpAddress: HttpAddress;
   }
 }

@@ -1,0 +1,159 @@
+import type { Container } from '../../kernel/container.js';
+import type { Principal } from '../../kernel/ports/services.port.js';
+import { UnauthenticatedError } from '../../kernel/errors.js';
+import { createUserSchema, setRoleSchema } from '../users/users.schema.js';
+import { addMemberSchema, createGroupSchema } from '../groups/groups.schema.js';
+import { listMessagesSchema, sendMessageSchema } from '../chat/chat.schema.js';
+import type { HttpRequest, RouteDefinition } from './http.public.js';
+import {
+  groupDoc,
+  groupIdParams,
+  groupsDoc,
+  memberDoc,
+  memberParams,
+  membersDoc,
+  messageDoc,
+  messageIdParams,
+  messagePageDoc,
+  userDoc,
+  userIdParams,
+} from './http.schema.js';
+
+/** Routes with auth 'user' always carry a principal; this narrows the type. */
+function who(req: HttpRequest): Principal {
+  if (!req.principal) throw new UnauthenticatedError();
+  return req.principal;
+}
+
+/**
+ * The core routes of API.md §4: each one decodes the request, calls a service
+ * from the container and encodes its answer. Access rules and validation live
+ * in the services.
+ */
+export function coreRoutes(container: Container, maxContentLength: number): RouteDefinition[] {
+  const users = () => container.resolve('userService');
+  const groups = () => container.resolve('groupService');
+  const chat = () => container.resolve('chatService');
+  return [
+    {
+      method: 'POST',
+      path: '/api/user',
+      auth: 'user',
+      summary: 'Create a user (admin); 409 if the user_id exists',
+      tags: ['users'],
+      schemas: { body: createUserSchema, response: userDoc },
+      successStatus: 201,
+      handler: async (req) => ({ status: 201, body: await users().create(who(req), req.body) }),
+    },
+    {
+      method: 'GET',
+      path: '/api/user/:user_id',
+      auth: 'user',
+      summary: 'Get a user (any authenticated caller)',
+      tags: ['users'],
+      schemas: { params: userIdParams, response: userDoc },
+      handler: async (req) => ({ status: 200, body: await users().get(who(req), req.params.user_id!) }),
+    },
+    {
+      method: 'PUT',
+      path: '/api/user/:user_id/role',
+      auth: 'user',
+      summary: "Change a user's role (admin)",
+      tags: ['users'],
+      schemas: { params: userIdParams, body: setRoleSchema, response: userDoc },
+      handler: async (req) => ({ status: 200, body: await users().setRole(who(req), req.params.user_id!, req.body) }),
+    },
+    {
+      method: 'GET',
+      path: '/api/user/:user_id/groups',
+      auth: 'user',
+      summary: "List a user's groups (that user or admin)",
+      tags: ['users', 'groups'],
+      schemas: { params: userIdParams, response: groupsDoc },
+      handler: async (req) => ({ status: 200, body: { groups: await groups().listForUser(who(req), req.params.user_id!) } }),
+    },
+    {
+      method: 'POST',
+      path: '/api/group/create',
+      auth: 'user',
+      summary: 'Create a group (the caller becomes creator and member; admin may create for others)',
+      tags: ['groups'],
+      schemas: { body: createGroupSchema, response: groupDoc },
+      successStatus: 201,
+      handler: async (req) => ({ status: 201, body: await groups().create(who(req), req.body) }),
+    },
+    {
+      method: 'GET',
+      path: '/api/group/:group_id',
+      auth: 'user',
+      summary: 'Get a group (member or admin)',
+      tags: ['groups'],
+      schemas: { params: groupIdParams, response: groupDoc },
+      handler: async (req) => ({ status: 200, body: await groups().get(who(req), req.params.group_id!) }),
+    },
+    {
+      method: 'POST',
+      path: '/api/group/:group_id/members',
+      auth: 'user',
+      summary: 'Add a member (admin, the creator, or a DOCTOR member); 409 if already in',
+      tags: ['groups'],
+      schemas: { params: groupIdParams, body: addMemberSchema, response: memberDoc },
+      successStatus: 201,
+      handler: async (req) => ({ status: 201, body: await groups().addMember(who(req), req.params.group_id!, req.body) }),
+    },
+    {
+      method: 'GET',
+      path: '/api/group/:group_id/members',
+      auth: 'user',
+      summary: 'List members (member or admin)',
+      tags: ['groups'],
+      schemas: { params: groupIdParams, response: membersDoc },
+      handler: async (req) => ({ status: 200, body: { members: await groups().listMembers(who(req), req.params.group_id!) } }),
+    },
+    {
+      method: 'DELETE',
+      path: '/api/group/:group_id/members/:user_id',
+      auth: 'user',
+      summary: 'Remove a member (admin, the creator, a DOCTOR member, or the user itself to leave)',
+      tags: ['groups'],
+      schemas: { params: memberParams },
+      successStatus: 204,
+      handler: async (req) => {
+        await groups().removeMember(who(req), req.params.group_id!, req.params.user_id!);
+        return { status: 204 };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/message/send',
+      auth: 'user',
+      summary:
+        'Send a message (member of the group; admin may set from_user_id). 201 when stored, 200 with the original when client_msg_id was already used by this sender in this group',
+      tags: ['messages'],
+      schemas: { body: sendMessageSchema(maxContentLength), response: messageDoc },
+      successStatus: 201,
+      handler: async (req) => {
+        const { message, created } = await chat().send(who(req), req.body, { transport: 'http' });
+        return { status: created ? 201 : 200, body: message };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/message/list',
+      auth: 'user',
+      summary: 'Page through a group\'s messages (member or admin), ascending seq; after_seq pages forward, before_seq backward',
+      tags: ['messages'],
+      schemas: { query: listMessagesSchema, response: messagePageDoc },
+      handler: async (req) => ({ status: 200, body: await chat().list(who(req), req.query) }),
+    },
+    {
+      method: 'GET',
+      path: '/api/message/:message_id',
+      auth: 'user',
+      summary: 'Get a message (member of its group or admin)',
+      tags: ['messages'],
+      schemas: { params: messageIdParams, response: messageDoc },
+      handler: async (req) => ({ status: 200, body: await chat().get(who(req), req.params.message_id!) }),
+    },
+  ];
+}

@@ -1,0 +1,234 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type Koa from 'koa';
+import { Router } from '@koa/router';
+import {
+  AppError,
+  InvalidJsonError,
+  NotFoundError,
+  PayloadTooLargeError,
+  RateLimitedError,
+  ValidationError,
+  toAppError,
+} from '../../kernel/errors.js';
+import type { Logger } from '../../kernel/logger.js';
+import type { AuthService } from '../../kernel/ports/services.port.js';
+import type { HttpRequest, HttpState, RouteDefinition } from './http.public.js';
+import { REQUEST_ID_PATTERN } from './http.schema.js';
+
+type Ctx = Koa.ParameterizedContext;
+
+/** Per-request values the plugin keeps on ctx.state (HttpState plus the request logger). */
+interface State extends HttpState {
+  logger: Logger;
+  started: bigint;
+}
+
+function state(ctx: Ctx): State {
+  return ctx.state as State;
+}
+
+/** Writes the error body of API.md §1 (and Retry-After for 429). */
+export function sendError(ctx: Ctx, err: AppError, status = err.status): void {
+  ctx.status = status;
+  if (err instanceof RateLimitedError) ctx.set('Retry-After', String(err.retryAfterSeconds));
+  ctx.body = err.toJSON();
+}
+
+/** Maps anything thrown to an AppError: Koa/router http errors by status, the rest INTERNAL. */
+function classify(err: unknown): { error: AppError; status: number } {
+  if (err instanceof AppError) return { error: err, status: err.status };
+  const status = (err as { status?: unknown; expose?: unknown } | null)?.status;
+  if (typeof status === 'number' && (err as { expose?: unknown }).expose === true) {
+    if (status === 404) return { error: new NotFoundError(), status };
+    if (status === 405) return { error: new NotFoundError('method not allowed'), status };
+    if (status === 413) return { error: new PayloadTooLargeError(), status };
+    if (status >= 400 && status < 500) return { error: new ValidationError((err as Error).message), status: 400 };
+  }
+  return { error: toAppError(err), status: 500 };
+}
+
+/**
+ * Outermost: request id, the request logger, the access-log line, and a last
+ * error safety net (errors thrown by contributed middleware included).
+ */
+export function requestContext(baseLogger: Logger, isDraining: () => boolean): Koa.Middleware {
+  return async (ctx, next) => {
+    const incoming = ctx.get('X-Request-Id');
+    const requestId = incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : randomUUID();
+    const st = state(ctx);
+    st.requestId = requestId;
+    st.started = process.hrtime.bigint();
+    st.logger = baseLogger.child({ req_id: requestId });
+    ctx.set('X-Request-Id', requestId);
+    if (isDraining()) ctx.set('Connection', 'close');
+    try {
+      await next();
+    } catch (err) {
+      handleError(ctx, err);
+    }
+    const durationMs = Number(process.hrtime.bigint() - st.started) / 1e6;
+    st.logger.info(
+      { method: ctx.method, route: st.route ?? null, status: ctx.status, duration_ms: Math.round(durationMs * 10) / 10 },
+      'request',
+    );
+  };
+}
+
+function handleError(ctx: Ctx, err: unknown): void {
+  const { error, status } = classify(err);
+  const st = state(ctx);
+  if (status >= 500 && !(err instanceof AppError && err.code === 'UNAVAILABLE')) {
+    st.logger.error({ err, route: st.route ?? null }, 'request failed');
+  } else if (status === 503) {
+    st.logger.warn({ err: { message: (err as Error)?.message }, route: st.route ?? null }, 'unavailable');
+  }
+  if (status === 405) {
+    const allow = ctx.response.get('Allow');
+    sendError(ctx, new NotFoundError(`method ${ctx.method} not allowed${allow ? ` (allowed: ${allow})` : ''}`), 405);
+    return;
+  }
+  sendError(ctx, error, status);
+}
+
+/** Inner error handler: runs inside contributed middleware, so they see the final status. */
+export function errorHandler(): Koa.Middleware {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } catch (err) {
+      handleError(ctx, err);
+    }
+  };
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const len = req.headers['content-length'];
+  return len !== undefined && len !== '0';
+}
+
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Reads a JSON body of at most `limit` bytes. A declared length over the limit
+ * fails before reading; a streamed body fails as soon as it passes the limit
+ * (the connection is then closed, so the rest is never read).
+ */
+export async function readJsonBody(ctx: Ctx, limit: number): Promise<unknown> {
+  const req = ctx.req;
+  if (!hasBody(req)) return undefined;
+  if (!ctx.is('application/json', '+json')) {
+    throw new ValidationError('request body must be JSON (Content-Type: application/json)', [
+      { path: 'content-type', message: `'content-type' must be application/json` },
+    ]);
+  }
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) {
+    ctx.set('Connection', 'close');
+    throw new PayloadTooLargeError(`request body over ${limit} bytes`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) {
+        ctx.set('Connection', 'close');
+        throw new PayloadTooLargeError(`request body over ${limit} bytes`);
+      }
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof AppError) throw err;
+    throw new ValidationError('request body could not be read');
+  }
+  if (size === 0) return undefined;
+  let text: string;
+  try {
+    text = decoder.decode(Buffer.concat(chunks, size));
+  } catch {
+    throw new InvalidJsonError('body is not valid UTF-8');
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new InvalidJsonError();
+  }
+}
+
+function bearer(ctx: Ctx): string {
+  const h = ctx.get('Authorization');
+  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(h);
+  return m ? m[1]! : '';
+}
+
+export interface RouterDeps {
+  routes: readonly RouteDefinition[];
+  auth: () => AuthService;
+  bodyLimit: number;
+}
+
+/** One @koa/router built from the route table: auth, body, handler, encoding. */
+export function buildRouter(deps: RouterDeps): Router {
+  const router = new Router();
+  for (const route of deps.routes) {
+    const mw: Koa.Middleware = async (ctx) => {
+      const st = state(ctx);
+      st.route = route.path;
+      let principal = null;
+      if (route.auth === 'user') {
+        principal = await deps.auth().verify(bearer(ctx));
+        st.userId = principal.user_id;
+        st.logger = st.logger.child({ user_id: principal.user_id });
+      }
+      const body = route.method === 'GET' ? undefined : await readJsonBody(ctx, deps.bodyLimit);
+      const req: HttpRequest = {
+        principal,
+        params: { ...((ctx as unknown as { params?: Record<string, string> }).params ?? {}) },
+        query: { ...ctx.query },
+        body,
+        headers: ctx.headers,
+        requestId: st.requestId,
+        logger: st.logger,
+      };
+      const res = await route.handler(req);
+      for (const [k, v] of Object.entries(res.headers ?? {})) ctx.set(k, v);
+      ctx.status = res.status;
+      if (res.body !== undefined && res.status !== 204) {
+        if (typeof res.body === 'string' || Buffer.isBuffer(res.body)) ctx.body = res.body;
+        else {
+          ctx.type = 'application/json';
+          ctx.body = JSON.stringify(res.body);
+        }
+      }
+    };
+    if (route.method === 'GET') router.get(route.path, mw);
+    else if (route.method === 'POST') router.post(route.path, mw);
+    else if (route.method === 'PUT') router.put(route.path, mw);
+    else router.delete(route.path, mw);
+  }
+  return router;
+}
+
+/**
+ * Around routing: an unknown path is 404 NOT_FOUND; a known path with another
+ * method is 405 (router's allowedMethods set the Allow header) with the same
+ * error body, code NOT_FOUND.
+ */
+export function notFound(): Koa.Middleware {
+  return async (ctx, next) => {
+    await next();
+    if (ctx.body !== undefined && ctx.body !== null) return;
+    if (ctx.status === 404 && state(ctx).route === undefined) {
+      throw new NotFoundError(`no route for ${ctx.method} ${ctx.path}`);
+    }
+    if (ctx.status === 405) {
+      const allow = ctx.response.get('Allow');
+      sendError(ctx, new NotFoundError(`method ${ctx.method} not allowed on ${ctx.path}${allow ? ` (allowed: ${allow})` : ''}`), 405);
+    } else if (ctx.status >= 400) {
+      // e.g. 501 from the router for a method it does not know
+      sendError(ctx, new NotFoundError(`method ${ctx.method} not supported`), ctx.status);
+    }
+  };
+}
