@@ -14,6 +14,7 @@ export const PLUGINS: Readonly<Record<string, Loader>> = {
   chat: async () => (await import('../plugins/chat/chat.plugin.js')).chatPlugin,
   http: async () => (await import('../plugins/http/http.plugin.js')).httpPlugin,
   metrics: async () => (await import('../plugins/metrics/metrics.plugin.js')).metricsPlugin,
+  console: async () => (await import('../plugins/console/console.plugin.js')).consolePlugin,
 };
 
 /** Port slot -> implementation name -> adapter unit. */
