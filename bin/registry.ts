@@ -12,6 +12,7 @@ export const PLUGINS: Readonly<Record<string, Loader>> = {
   users: async () => (await import('../plugins/users/users.plugin.js')).usersPlugin,
   groups: async () => (await import('../plugins/groups/groups.plugin.js')).groupsPlugin,
   chat: async () => (await import('../plugins/chat/chat.plugin.js')).chatPlugin,
+  'ai-router': async () => (await import('../plugins/ai-router/ai-router.plugin.js')).aiRouterPlugin,
   http: async () => (await import('../plugins/http/http.plugin.js')).httpPlugin,
   metrics: async () => (await import('../plugins/metrics/metrics.plugin.js')).metricsPlugin,
   console: async () => (await import('../plugins/console/console.plugin.js')).consolePlugin,
@@ -21,5 +22,9 @@ export const PLUGINS: Readonly<Record<string, Loader>> = {
 export const ADAPTERS: Readonly<Record<string, Readonly<Record<string, Loader>>>> = {
   storage: {
     memory: async () => (await import('../adapters/storage/memory/memory-storage.adapter.js')).memoryStorageAdapter,
+  },
+  'ai-provider': {
+    webhook: async () => (await import('../adapters/ai/webhook/webhook-provider.adapter.js')).webhookAiProviderAdapter,
+    openai: async () => (await import('../adapters/ai/openai/openai-provider.adapter.js')).openAiProviderAdapter,
   },
 };

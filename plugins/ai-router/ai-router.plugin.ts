@@ -1,0 +1,67 @@
+import { asFunction } from 'awilix';
+import type { Cradle } from '../../kernel/container.js';
+import { Counter, Histogram } from 'prom-client';
+import { definePlugin } from '../../kernel/plugin.js';
+import { metricRegistries } from '../../lib/metrics.js';
+import { validateOptions } from '../../lib/validate.js';
+import { HTTP_ROUTES } from '../http/http.public.js';
+import './ai-router.public.js';
+import { aiRoutes } from './ai-router.routes.js';
+import { aiRouterOptionsSchema, type AiRouterOptions } from './ai-router.schema.js';
+import { AiRouter } from './ai-router.service.js';
+
+/**
+ * The AI layer (API.md §6): forwards patients' messages to the AI service of
+ * the 'ai-provider' adapter and posts its replies through chatService. Idle
+ * (no subscription, no timers) while no provider URL is configured. The core
+ * never imports this plugin; it only reacts to bus events.
+ */
+export const aiRouterPlugin = definePlugin<AiRouterOptions>({
+  name: 'ai-router',
+  dependsOn: ['storage', 'chat'],
+  after: ['ai-provider', 'metrics'],
+  options: (raw) => validateOptions(aiRouterOptionsSchema, raw),
+  register({ container, contributions, options, logger }) {
+    container.register({
+      aiRouter: asFunction((c: Cradle) => {
+        const registers = metricRegistries(container);
+        const metrics = {
+          calls: new Counter({
+            name: 'im_ai_calls_total',
+            help: 'AI service attempts by outcome (succeeded, error = retryable failure, rejected = non-retryable answer)',
+            labelNames: ['outcome'] as const,
+            registers,
+          }),
+          latency: new Histogram({
+            name: 'im_ai_call_duration_seconds',
+            help: 'AI service attempt latency',
+            labelNames: ['outcome'] as const,
+            buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+            registers,
+          }),
+        };
+        return new AiRouter(
+          {
+            storage: c.storage,
+            chatService: c.chatService,
+            bus: c.bus,
+            clock: c.clock,
+            ids: c.ids,
+            instanceId: c.instanceId,
+            logger,
+            provider: container.hasRegistration('aiProvider') ? c.aiProvider : null,
+            metrics,
+          },
+          options,
+        );
+      }).singleton(),
+    });
+    for (const route of aiRoutes(() => container.cradle)) contributions.add(HTTP_ROUTES, route);
+  },
+  async start({ container }) {
+    container.resolve('aiRouter').start();
+  },
+  async stop({ container }) {
+    if (container.hasRegistration('aiRouter')) await container.resolve('aiRouter').stop();
+  },
+});

@@ -1,0 +1,22 @@
+/** The ai-router plugin's public surface: what it registers in the container. */
+import type { AiRouter } from './ai-router.service.js';
+
+export type { AiRouter };
+
+/** The ai_status frame of API.md §5, pushed through the bus event 'group.notify'. */
+export interface AiStatusFrame {
+  [key: string]: unknown;
+  type: 'ai_status';
+  group_id: string;
+  user_message_id: string;
+  status: 'thinking' | 'failed' | 'paused';
+  /** Extra (not in API.md): the interaction record, when there is one. */
+  record_id?: string;
+}
+
+declare module '../../kernel/container.js' {
+  interface Cradle {
+    /** Present when the ai-router plugin is enabled. */
+    aiRouter: AiRouter;
+  }
+}

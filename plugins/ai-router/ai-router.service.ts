@@ -1,0 +1,582 @@
+import pLimit, { type LimitFunction } from 'p-limit';
+import type { Counter, Histogram } from 'prom-client';
+import type { EventMeta, MessageBus, Unsubscribe } from '../../kernel/bus.js';
+import type { Clock, IdGenerator } from '../../kernel/clock.js';
+import { AI_STATUS, type AiInteractionRecord, type Member, type Message, type User } from '../../kernel/domain.js';
+import { AppError, ForbiddenError, NotFoundError } from '../../kernel/errors.js';
+import type { Logger } from '../../kernel/logger.js';
+import { AiCallError, type AiCallInput, type AiProvider } from '../../kernel/ports/ai-provider.port.js';
+import type { ChatService, Principal } from '../../kernel/ports/services.port.js';
+import type { AiRecordPatch, Storage } from '../../kernel/ports/storage.port.js';
+import { validate } from '../../lib/validate.js';
+import type { AiStatusFrame } from './ai-router.public.js';
+import { interactionsQuerySchema, type AiRouterOptions } from './ai-router.schema.js';
+import { CircuitBreaker, retryDelayMs } from './circuit-breaker.js';
+
+export interface AiRouterDeps {
+  storage: Storage;
+  chatService: ChatService;
+  bus: MessageBus;
+  clock: Clock;
+  ids: IdGenerator;
+  instanceId: string;
+  logger: Logger;
+  /** Null when no 'ai-provider' adapter is enabled: the router stays idle. */
+  provider: AiProvider | null;
+  metrics?: { calls: Counter<'outcome'>; latency: Histogram<'outcome'> };
+}
+
+/** Why a stored message is, or is not, forwarded. */
+export type RoutingDecision =
+  | { forward: true; assistant: Member | null }
+  | { forward: false; reason: 'ai-reply' | 'not-member' | 'assistant-sender' | 'role' | 'no-assistant' | 'paused' };
+
+/** A record as the API shows it (the lease is internal). */
+export type PublicAiRecord = Omit<AiInteractionRecord, 'lease_owner' | 'lease_until'>;
+
+export interface AiTestResult {
+  ok: boolean;
+  duration_ms: number;
+  error?: string;
+}
+
+const json = (v: unknown): string | null => (v === undefined ? null : JSON.stringify(v));
+
+function publicRecord(r: AiInteractionRecord): PublicAiRecord {
+  const { lease_owner: _o, lease_until: _u, ...rest } = r;
+  return rest;
+}
+
+/**
+ * The AI layer (API.md §6). Reacts to 'message.stored' (local origin only),
+ * decides by the routing rules, writes a pending interaction record (the
+ * durable to-do list), and works records claimed with a lease: one attempt per
+ * claim, retries persisted on the record (attempts, next_attempt_at), a cap on
+ * concurrent calls and a circuit breaker. Replies go through chatService.send
+ * with client_msg_id `ai:<record_id>`, so a retried post never makes a second
+ * reply. Nothing here is awaited by a send.
+ */
+export class AiRouter {
+  private readonly breaker: CircuitBreaker;
+  private readonly limit: LimitFunction;
+  /** record_id -> abort controller of the attempt in flight. */
+  private readonly inflight = new Map<string, AbortController>();
+  private readonly tasks = new Set<Promise<unknown>>();
+  private unsubscribe: Unsubscribe | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private wakeTimer: NodeJS.Timeout | null = null;
+  private wakeAt = 0;
+  private pumping = false;
+  private pumpAgain = false;
+  private intakeInFlight = 0;
+  /** Set when intake dropped events (overload): the next poll rescans from this time. */
+  private rescanSince: string | null = null;
+  private running = false;
+  private stopping = false;
+  /** Resolves when the start-up recovery scan has finished. */
+  recovery: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly deps: AiRouterDeps,
+    readonly options: AiRouterOptions,
+  ) {
+    this.limit = pLimit(options.concurrency);
+    this.breaker = new CircuitBreaker(options.breaker, () => deps.clock.now().getTime(), (state) => {
+      deps.logger.warn({ breaker: state }, `AI circuit breaker ${state}`);
+      if (state !== 'open') this.kick();
+      else this.scheduleWake(this.breaker.retryAt);
+    });
+  }
+
+  /** True when a provider with a URL is present: only then are messages forwarded. */
+  get active(): boolean {
+    return this.deps.provider?.configured === true;
+  }
+
+  get breakerState(): string {
+    return this.breaker.state;
+  }
+
+  start(): void {
+    if (!this.active || this.running) {
+      if (!this.active) this.deps.logger.info('AI service not configured (set IM_AI_URL): the AI router stays idle');
+      return;
+    }
+    this.running = true;
+    this.unsubscribe = this.deps.bus.subscribe('message.stored', (p, meta) => this.onStored(p.message, meta));
+    this.pollTimer = setInterval(() => this.onPoll(), this.options.pollIntervalMs);
+    this.pollTimer.unref();
+    const windowMs = this.options.recovery.windowMs;
+    this.recovery =
+      windowMs > 0
+        ? this.track(
+            this.recover(new Date(this.deps.clock.now().getTime() - windowMs).toISOString()).catch((err: unknown) =>
+              this.deps.logger.error({ err }, 'AI recovery scan failed'),
+            ),
+          ).then(() => undefined)
+        : Promise.resolve();
+    this.kick();
+    this.deps.logger.info({ provider: this.deps.provider?.name, url: this.deps.provider?.url }, 'AI router started');
+  }
+
+  /** Stops intake and polling, aborts calls in flight (their records stay pending) and waits for the work to settle. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.pollTimer = null;
+    this.wakeTimer = null;
+    for (const c of this.inflight.values()) c.abort(new Error('AI router stopping'));
+    while (this.tasks.size > 0) await Promise.allSettled([...this.tasks]);
+    this.running = false;
+  }
+
+  // ---------------------------------------------------------------- intake
+
+  private onStored(message: Message, meta: EventMeta): void {
+    if (meta.origin !== 'local' || this.stopping) return;
+    if (message.msg_type === 'AI_REPLY') return;
+    if (this.intakeInFlight >= this.options.maxIntakeInFlight) {
+      // Overloaded: leave it to the rescan of the next poll (the message is stored; nothing is lost).
+      if (this.rescanSince === null || message.created_at < this.rescanSince) this.rescanSince = message.created_at;
+      return;
+    }
+    this.intakeInFlight++;
+    this.track(
+      this.intake(message, true)
+        .catch((err: unknown) => {
+          this.deps.logger.error({ err, message_id: message.message_id }, 'AI intake failed: left to the recovery scan');
+          if (this.rescanSince === null || message.created_at < this.rescanSince) this.rescanSince = message.created_at;
+        })
+        .finally(() => {
+          this.intakeInFlight--;
+        }),
+    );
+  }
+
+  /** Decides and, when forwarded, creates the pending record. True when a record was created. */
+  private async intake(message: Message, live: boolean, members?: Member[]): Promise<boolean> {
+    const decision = await this.decide(message, members);
+    if (!decision.forward) {
+      if (decision.reason === 'paused' && live) this.notify(message.group_id, message.message_id, 'paused');
+      return false;
+    }
+    const { created, record } = await this.deps.storage.aiRecords.createIfAbsent({
+      record_id: this.deps.ids.next(),
+      group_id: message.group_id,
+      user_message_id: message.message_id,
+      ai_service_url: this.deps.provider?.url ?? '',
+      created_at: this.deps.clock.nowIso(),
+    });
+    if (created) {
+      this.deps.logger.debug({ record_id: record.record_id, message_id: message.message_id }, 'AI record created');
+      this.kick();
+    }
+    return created;
+  }
+
+  /** The routing rules of API.md §6 with this router's settings. */
+  async decide(message: Message, knownMembers?: Member[]): Promise<RoutingDecision> {
+    if (message.msg_type === 'AI_REPLY') return { forward: false, reason: 'ai-reply' };
+    const members = knownMembers ?? (await this.deps.storage.members.list(message.group_id));
+    const sender = members.find((m) => m.user_id === message.from_user_id);
+    if (!sender) return { forward: false, reason: 'not-member' };
+    if (sender.user_role === 'AI_ASSISTANT') return { forward: false, reason: 'assistant-sender' };
+    if (!(this.options.forwardRoles as string[]).includes(sender.user_role)) return { forward: false, reason: 'role' };
+    const assistant = members.find((m) => m.user_role === 'AI_ASSISTANT') ?? null;
+    if (!assistant && this.options.requireAssistant) return { forward: false, reason: 'no-assistant' };
+    if (this.options.doctorPauseMs > 0 && (await this.doctorSpokeRecently(message, members))) return { forward: false, reason: 'paused' };
+    return { forward: true, assistant };
+  }
+
+  /** A DOCTOR member wrote in the group within doctorPauseMs before this message. */
+  private async doctorSpokeRecently(message: Message, members: Member[]): Promise<boolean> {
+    const doctors = new Set(members.filter((m) => m.user_role === 'DOCTOR').map((m) => m.user_id));
+    if (doctors.size === 0) return false;
+    const cutoff = new Date(new Date(message.created_at).getTime() - this.options.doctorPauseMs).toISOString();
+    const page = await this.deps.storage.messages.list(message.group_id, { before_seq: message.seq, limit: 50 });
+    for (let i = page.messages.length - 1; i >= 0; i--) {
+      const m = page.messages[i]!;
+      if (m.created_at < cutoff) break;
+      if (doctors.has(m.from_user_id)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Crash recovery: messages stored since `since` that are forwarded by the
+   * rules but have no record (a crash between the commit and the record) get one.
+   */
+  async recover(since: string): Promise<number> {
+    const { batchSize, maxMessages } = this.options.recovery;
+    const membersCache = new Map<string, Member[]>();
+    let examined = 0;
+    let createdCount = 0;
+    let cursor = since;
+    let seenAtCursor = new Set<string>();
+    while (examined < maxMessages && !this.stopping) {
+      const limit = batchSize + seenAtCursor.size;
+      const batch = await this.deps.storage.messages.listRecent(cursor, limit);
+      const fresh = batch.filter((m) => !(m.created_at === cursor && seenAtCursor.has(m.message_id)));
+      if (fresh.length === 0) break;
+      for (const m of fresh) {
+        examined++;
+        if (m.msg_type === 'AI_REPLY') continue;
+        let members = membersCache.get(m.group_id);
+        if (!members) {
+          members = await this.deps.storage.members.list(m.group_id);
+          membersCache.set(m.group_id, members);
+        }
+        if (await this.intake(m, false, members)) createdCount++;
+      }
+      const last = fresh[fresh.length - 1]!;
+      if (last.created_at !== cursor) {
+        cursor = last.created_at;
+        seenAtCursor = new Set();
+      }
+      for (const m of fresh) if (m.created_at === cursor) seenAtCursor.add(m.message_id);
+      if (batch.length < limit) break;
+    }
+    if (createdCount > 0) this.deps.logger.warn({ created: createdCount, since }, 'AI recovery scan created missing records');
+    return createdCount;
+  }
+
+  // ---------------------------------------------------------------- workers
+
+  private onPoll(): void {
+    if (this.rescanSince !== null && !this.stopping) {
+      const since = this.rescanSince;
+      this.rescanSince = null;
+      this.track(this.recover(since).catch((err: unknown) => this.deps.logger.error({ err }, 'AI rescan failed')));
+    }
+    this.kick();
+  }
+
+  /** Claims and starts due records now (coalesced: one claim loop at a time). */
+  kick(): void {
+    if (!this.running || this.stopping) return;
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    this.track(
+      this.pump()
+        .catch((err: unknown) => this.deps.logger.error({ err }, 'AI claim failed (storage?)'))
+        .finally(() => {
+          this.pumping = false;
+        }),
+    );
+  }
+
+  private async pump(): Promise<void> {
+    do {
+      this.pumpAgain = false;
+      if (this.stopping) return;
+      if (!this.breaker.canCall()) {
+        this.scheduleWake(this.breaker.retryAt);
+        return;
+      }
+      const halfOpen = this.breaker.state === 'half-open';
+      const free = halfOpen ? (this.inflight.size === 0 ? 1 : 0) : this.options.concurrency - this.inflight.size;
+      if (free <= 0) return;
+      const now = this.deps.clock.now().getTime();
+      const claimed = await this.deps.storage.aiRecords.claimDue({
+        owner: this.deps.instanceId,
+        now: new Date(now).toISOString(),
+        lease_until: new Date(now + this.options.leaseMs).toISOString(),
+        limit: free + this.inflight.size,
+      });
+      const fresh = claimed.filter((r) => !this.inflight.has(r.record_id));
+      let started = 0;
+      for (const r of fresh) {
+        if (started < free && !this.stopping && this.breaker.tryAcquire()) {
+          started++;
+          this.dispatch(r);
+        } else {
+          await this.releaseLease(r.record_id);
+        }
+      }
+      if (started === free && fresh.length >= free) this.pumpAgain = true;
+    } while (this.pumpAgain && !this.stopping);
+  }
+
+  private dispatch(record: AiInteractionRecord): void {
+    const ctrl = new AbortController();
+    this.inflight.set(record.record_id, ctrl);
+    this.track(
+      this.limit(() => this.attempt(record, ctrl.signal))
+        .catch((err: unknown) => {
+          this.breaker.release();
+          this.deps.logger.error({ err, record_id: record.record_id }, 'AI attempt crashed: the record stays pending');
+        })
+        .finally(() => {
+          this.inflight.delete(record.record_id);
+          this.kick();
+        }),
+    );
+  }
+
+  /** One attempt on a claimed record, and its outcome written to the record. */
+  private async attempt(record: AiInteractionRecord, stopSignal: AbortSignal): Promise<void> {
+    const { storage, clock, provider } = this.deps;
+    if (!provider || stopSignal.aborted) {
+      this.breaker.release();
+      await this.releaseLease(record.record_id);
+      return;
+    }
+    const message = await storage.messages.get(record.user_message_id);
+    if (!message) {
+      this.breaker.release();
+      await this.finishFailed(record, record.attempts, 'the user message no longer exists', {}, null);
+      return;
+    }
+    const ctx = await this.context(message, record.record_id);
+    if (!ctx.assistantMember && this.options.requireAssistant) {
+      this.breaker.release();
+      await this.finishFailed(record, record.attempts, 'the group has no AI_ASSISTANT member any more', {}, message);
+      return;
+    }
+    const attempts = record.attempts + 1;
+    this.notify(message.group_id, message.message_id, 'thinking', record.record_id);
+    const timeout = AbortSignal.timeout(this.options.attemptTimeoutMs);
+    const signal = AbortSignal.any([stopSignal, timeout]);
+    const t0 = performance.now();
+    let request: unknown;
+    let response: unknown;
+    try {
+      const result = await provider.call(ctx.input, signal);
+      request = result.request;
+      response = result.response;
+      this.breaker.success();
+      const duration = Math.round(performance.now() - t0);
+      this.observe('succeeded', duration);
+      let aiMessageId: string | null = null;
+      let note: string | null = null;
+      if (result.reply !== null && result.reply.trim() !== '') {
+        if (ctx.assistantMember) {
+          const sent = await this.deps.chatService.send(
+            { user_id: ctx.assistantMember.user_id, admin: false },
+            { group_id: message.group_id, msg_type: 'AI_REPLY', msg_content: result.reply, client_msg_id: `ai:${record.record_id}` },
+            { transport: 'ai', allowAiReply: true },
+          );
+          aiMessageId = sent.message.message_id;
+        } else {
+          note = 'reply not posted: the group has no AI_ASSISTANT member';
+        }
+      }
+      await this.patch(record.record_id, {
+        status: AI_STATUS.SUCCEEDED,
+        attempts,
+        ai_message_id: aiMessageId,
+        duration_ms: duration,
+        error_message: note,
+        request_content: json(request),
+        response_content: json(response),
+        ai_service_url: provider.url,
+        next_attempt_at: null,
+        lease_owner: null,
+        lease_until: null,
+      });
+      this.deps.logger.info({ record_id: record.record_id, attempts, duration_ms: duration, replied: aiMessageId !== null }, 'AI call succeeded');
+    } catch (err) {
+      const duration = Math.round(performance.now() - t0);
+      if (stopSignal.aborted && this.stopping) {
+        // Shutdown, not the service's fault: the record stays pending for the next start (attempt not counted).
+        this.breaker.release();
+        await this.releaseLease(record.record_id).catch(() => undefined);
+        return;
+      }
+      const e = this.asCallError(err, timeout.aborted);
+      request = request ?? e.opts.request ?? ctx.input;
+      response = response ?? e.opts.response;
+      if (err instanceof AiCallError) {
+        if (e.retryable) this.breaker.failure();
+        else this.breaker.success(); // the service answered: it is alive
+        this.observe(e.retryable ? 'error' : 'rejected', duration);
+      }
+      if (e.retryable && attempts < this.options.maxAttempts) {
+        const delay = retryDelayMs(attempts, this.options.backoff, e.opts.retryAfterMs, this.options.maxRetryAfterMs);
+        const due = clock.now().getTime() + delay;
+        await this.patch(record.record_id, {
+          status: AI_STATUS.PENDING,
+          attempts,
+          duration_ms: duration,
+          error_message: e.message,
+          request_content: json(request),
+          response_content: json(response),
+          ai_service_url: provider.url,
+          next_attempt_at: new Date(due).toISOString(),
+          lease_owner: null,
+          lease_until: null,
+        });
+        this.deps.logger.warn({ record_id: record.record_id, attempts, retry_in_ms: delay, error: e.message }, 'AI attempt failed: will retry');
+        this.scheduleWake(due);
+      } else {
+        await this.finishFailed(record, attempts, e.message, { request, response, duration }, message);
+      }
+    }
+  }
+
+  private asCallError(err: unknown, timedOut: boolean): AiCallError {
+    if (err instanceof AiCallError) {
+      if (timedOut && err.message === 'aborted') return new AiCallError('timeout: no answer within the attempt timeout', true, err.opts);
+      return err;
+    }
+    if (err instanceof AppError) {
+      // Posting the reply failed (storage down = retryable; a reply the chat rejects = not).
+      return new AiCallError(`posting the reply failed: ${err.message}`, err.retryable);
+    }
+    return new AiCallError(`unexpected error: ${(err as Error)?.message ?? String(err)}`, true);
+  }
+
+  private async finishFailed(
+    record: AiInteractionRecord,
+    attempts: number,
+    error: string,
+    extra: { request?: unknown; response?: unknown; duration?: number },
+    message: Message | null,
+  ): Promise<void> {
+    await this.patch(record.record_id, {
+      status: AI_STATUS.FAILED,
+      attempts,
+      error_message: error,
+      ...(extra.duration !== undefined ? { duration_ms: extra.duration } : {}),
+      ...(extra.request !== undefined ? { request_content: json(extra.request) } : {}),
+      ...(extra.response !== undefined ? { response_content: json(extra.response) } : {}),
+      ai_service_url: this.deps.provider?.url ?? record.ai_service_url,
+      next_attempt_at: null,
+      lease_owner: null,
+      lease_until: null,
+    });
+    this.deps.logger.warn({ record_id: record.record_id, attempts, error }, 'AI record failed');
+    this.notify(record.group_id, message?.message_id ?? record.user_message_id, 'failed', record.record_id);
+  }
+
+  /** The provider input: sender and assistant, the last N messages, and the users in them (user_role = role in the group). */
+  private async context(message: Message, recordId: string): Promise<{ input: AiCallInput; assistantMember: Member | null }> {
+    const { storage } = this.deps;
+    const [members, page] = await Promise.all([
+      storage.members.list(message.group_id),
+      storage.messages.list(message.group_id, { before_seq: message.seq + 1, limit: this.options.historySize }),
+    ]);
+    const history = page.messages.some((m) => m.message_id === message.message_id) ? page.messages : [...page.messages, message];
+    const assistantMember = members.find((m) => m.user_role === 'AI_ASSISTANT') ?? null;
+    const roleInGroup = new Map(members.map((m) => [m.user_id, m.user_role]));
+    const ids = [...new Set([message.from_user_id, ...(assistantMember ? [assistantMember.user_id] : []), ...history.map((m) => m.from_user_id)])];
+    const users = new Map<string, User>();
+    for (const u of await storage.users.getMany(ids)) users.set(u.user_id, { ...u, user_role: roleInGroup.get(u.user_id) ?? u.user_role });
+    const now = this.deps.clock.nowIso();
+    const placeholder = (id: string, role: User['user_role']): User => ({ user_id: id, username: id, user_role: role, created_at: now, updated_at: now });
+    const sender = users.get(message.from_user_id) ?? placeholder(message.from_user_id, 'PATIENT');
+    const assistant = assistantMember
+      ? (users.get(assistantMember.user_id) ?? placeholder(assistantMember.user_id, 'AI_ASSISTANT'))
+      : placeholder('', 'AI_ASSISTANT');
+    return {
+      assistantMember,
+      input: { record_id: recordId, group_id: message.group_id, message, sender, assistant, history, users },
+    };
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private async patch(recordId: string, patch: Omit<AiRecordPatch, 'updated_at'>): Promise<void> {
+    await this.deps.storage.aiRecords.update(recordId, { ...patch, updated_at: this.deps.clock.nowIso() });
+  }
+
+  private async releaseLease(recordId: string): Promise<void> {
+    await this.patch(recordId, { lease_owner: null, lease_until: null });
+  }
+
+  private notify(groupId: string, userMessageId: string, status: AiStatusFrame['status'], recordId?: string): void {
+    const frame: AiStatusFrame = { type: 'ai_status', group_id: groupId, user_message_id: userMessageId, status };
+    if (recordId) frame.record_id = recordId;
+    this.deps.bus.publish('group.notify', { group_id: groupId, frame });
+  }
+
+  private observe(outcome: 'succeeded' | 'error' | 'rejected', durationMs: number): void {
+    this.deps.metrics?.calls.inc({ outcome });
+    this.deps.metrics?.latency.observe({ outcome }, durationMs / 1000);
+  }
+
+  /** One timer for the earliest known due time (retries, breaker reset). */
+  private scheduleWake(atMs: number): void {
+    if (!this.running || this.stopping || atMs <= 0) return;
+    if (this.wakeTimer && this.wakeAt <= atMs) return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeAt = atMs;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = null;
+      this.wakeAt = 0;
+      this.kick();
+    }, Math.max(0, atMs - this.deps.clock.now().getTime()) + 5);
+    this.wakeTimer.unref();
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.tasks.add(p);
+    void p.finally(() => this.tasks.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  // ---------------------------------------------------------------- API
+
+  /** GET /api/ai/interactions: admin, or a DOCTOR member of group_id. Newest first. */
+  async listInteractions(actor: Principal, query: unknown): Promise<PublicAiRecord[]> {
+    const q = validate(interactionsQuerySchema, query, 'query');
+    if (!actor.admin) {
+      if (q.group_id === undefined) throw new ForbiddenError('only an admin may list every group; pass group_id');
+      const member = await this.deps.storage.members.get(q.group_id, actor.user_id);
+      if (!member) {
+        if (!(await this.deps.storage.groups.get(q.group_id))) throw new NotFoundError(`group '${q.group_id}' not found`);
+        throw new ForbiddenError(`'${actor.user_id}' is not a member of group '${q.group_id}'`);
+      }
+      if (member.user_role !== 'DOCTOR') throw new ForbiddenError('only a DOCTOR member of the group (or an admin) may read its AI interactions');
+    }
+    const records = await this.deps.storage.aiRecords.list({ group_id: q.group_id, status: q.status, limit: q.limit });
+    return records.map(publicRecord);
+  }
+
+  /** POST /api/ai/test: one real call to the configured service (admin). */
+  async testCall(actor: Principal): Promise<AiTestResult> {
+    if (!actor.admin) throw new ForbiddenError('admin only');
+    const provider = this.deps.provider;
+    if (!provider || !provider.configured) return { ok: false, duration_ms: 0, error: 'AI service not configured (set IM_AI_URL)' };
+    const now = this.deps.clock.nowIso();
+    const patient: User = { user_id: 'ai-test-patient', username: 'Connectivity test', user_role: 'PATIENT', created_at: now, updated_at: now };
+    const assistant: User = { user_id: 'ai-test-assistant', username: 'AI assistant', user_role: 'AI_ASSISTANT', created_at: now, updated_at: now };
+    const message: Message = {
+      message_id: `ai-test-${this.deps.ids.next()}`,
+      group_id: 'ai-test',
+      seq: 1,
+      from_user_id: patient.user_id,
+      msg_type: 'TEXT',
+      msg_content: 'Connectivity test from the IM service (POST /api/ai/test). No reply is needed.',
+      client_msg_id: null,
+      created_at: now,
+    };
+    const input: AiCallInput = {
+      record_id: `test-${this.deps.ids.next()}`,
+      group_id: message.group_id,
+      message,
+      sender: patient,
+      assistant,
+      history: [message],
+      users: new Map([
+        [patient.user_id, patient],
+        [assistant.user_id, assistant],
+      ]),
+    };
+    const t0 = performance.now();
+    try {
+      await this.limit(() => provider.call(input, AbortSignal.timeout(this.options.attemptTimeoutMs)));
+      return { ok: true, duration_ms: Math.round(performance.now() - t0) };
+    } catch (err) {
+      const msg = err instanceof AiCallError ? err.message : `unexpected error: ${(err as Error)?.message ?? String(err)}`;
+      return { ok: false, duration_ms: Math.round(performance.now() - t0), error: msg };
+    }
+  }
+}
