@@ -16,12 +16,16 @@ export const PLUGINS: Readonly<Record<string, Loader>> = {
   http: async () => (await import('../plugins/http/http.plugin.js')).httpPlugin,
   metrics: async () => (await import('../plugins/metrics/metrics.plugin.js')).metricsPlugin,
   console: async () => (await import('../plugins/console/console.plugin.js')).consolePlugin,
+  ws: async () => (await import('../plugins/ws/ws.plugin.js')).wsPlugin,
 };
 
 /** Port slot -> implementation name -> adapter unit. */
 export const ADAPTERS: Readonly<Record<string, Readonly<Record<string, Loader>>>> = {
   storage: {
     memory: async () => (await import('../adapters/storage/memory/memory-storage.adapter.js')).memoryStorageAdapter,
+  },
+  cluster: {
+    nats: async () => (await import('../adapters/cluster/nats/nats-cluster.adapter.js')).natsClusterAdapter,
   },
   'ai-provider': {
     webhook: async () => (await import('../adapters/ai/webhook/webhook-provider.adapter.js')).webhookAiProviderAdapter,

@@ -1,0 +1,183 @@
+import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { BusEventName, BusEvents, EventMeta, MessageBus, Unsubscribe } from '../../../kernel/bus.js';
+import { KernelError } from '../../../kernel/errors.js';
+import type { Logger } from '../../../kernel/logger.js';
+import { validate } from '../../../lib/validate.js';
+import { EVENT_PAYLOAD_SCHEMAS, clusterEnvelopeSchema, type ClusterEnvelope, type NatsClusterOptions } from './nats-cluster.schema.js';
+
+/** What the rest of the process may read about the cluster bus. */
+export interface ClusterBusStatus {
+  readonly impl: string;
+  /** True while connected to a server (false while reconnecting and after stop). */
+  readonly connected: boolean;
+}
+
+/**
+ * Relays kernel bus events between instances over NATS core pub/sub: every
+ * event published locally goes to `<prefix>.<event name>` tagged with this
+ * instance's id; events from other instances are republished on the local bus
+ * with origin 'remote' (own ones are never echoed back). NATS core does not
+ * persist: events published while a connection is down are not replayed, so
+ * clients close gaps with `sync` (seq makes every gap visible).
+ */
+export class NatsClusterBus implements ClusterBusStatus {
+  readonly impl = 'nats';
+  private nc: NatsConnection | null = null;
+  private sub: Subscription | null = null;
+  private unsubscribeBus: Unsubscribe | null = null;
+  private stopping: Promise<void> | null = null;
+  private connectedFlag = false;
+  private failedAttempts = 0;
+
+  constructor(
+    private readonly deps: { bus: MessageBus; instanceId: string; logger: Logger },
+    private readonly opts: NatsClusterOptions,
+  ) {}
+
+  get connected(): boolean {
+    return this.connectedFlag;
+  }
+
+  async start(): Promise<void> {
+    const { logger } = this.deps;
+    const servers = this.opts.url.split(',').map((s) => s.trim());
+    try {
+      this.nc = await connect({
+        servers,
+        name: `im-cluster-${this.deps.instanceId}`,
+        noEcho: true,
+        reconnect: true,
+        maxReconnectAttempts: -1,
+        reconnectDelayHandler: () => this.nextDelay(),
+        timeout: this.opts.connectTimeoutMs,
+      });
+    } catch (err) {
+      throw new KernelError(`cannot connect to NATS at ${redact(this.opts.url)}: ${(err as Error).message}`, { cause: err });
+    }
+    this.connectedFlag = true;
+    void this.watchStatus(this.nc);
+    this.sub = this.nc.subscribe(`${this.opts.subjectPrefix}.>`, { callback: (err, msg) => this.receive(err, msg) });
+    await this.nc.flush();
+    this.unsubscribeBus = this.deps.bus.subscribeAll((name, payload, meta) => this.forward(name, payload, meta));
+    logger.info({ server: this.nc.getServer(), prefix: this.opts.subjectPrefix, instance_id: this.deps.instanceId }, 'cluster bus connected');
+  }
+
+  /** Stops relaying, drains (pending outbound is flushed) and closes; no reconnect afterwards. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    this.unsubscribeBus?.();
+    this.unsubscribeBus = null;
+    const nc = this.nc;
+    if (!nc || nc.isClosed()) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      if (!this.connectedFlag) throw new Error('not connected: closing without drain');
+      await Promise.race([
+        nc.drain(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('drain timed out')), this.opts.drainTimeoutMs);
+        }),
+      ]);
+    } catch (err) {
+      this.deps.logger.warn({ err }, 'cluster bus: drain failed, closing');
+    } finally {
+      clearTimeout(timer);
+      if (!nc.isClosed()) await nc.close();
+      this.connectedFlag = false;
+    }
+  }
+
+  /** Exponential backoff with jitter; reset once reconnected. */
+  private nextDelay(): number {
+    const n = Math.min(this.failedAttempts++, 30);
+    const base = Math.min(this.opts.reconnectMaxMs, this.opts.reconnectMinMs * 2 ** n);
+    return Math.round(base * (1 + Math.random() * 0.2));
+  }
+
+  private async watchStatus(nc: NatsConnection): Promise<void> {
+    const { logger } = this.deps;
+    try {
+      for await (const s of nc.status()) {
+        switch (s.type) {
+          case 'disconnect':
+            this.connectedFlag = false;
+            logger.warn({ server: s.server }, 'cluster bus: disconnected from NATS, reconnecting');
+            break;
+          case 'reconnect':
+            this.connectedFlag = true;
+            this.failedAttempts = 0;
+            logger.info({ server: s.server }, 'cluster bus: reconnected to NATS');
+            break;
+          case 'reconnecting':
+            logger.debug('cluster bus: reconnect attempt');
+            break;
+          case 'staleConnection':
+            logger.warn('cluster bus: stale NATS connection');
+            break;
+          case 'error':
+            logger.warn({ err: s.error }, 'cluster bus: NATS error');
+            break;
+          case 'slowConsumer':
+            logger.warn({ pending: s.pending }, 'cluster bus: slow consumer');
+            break;
+          case 'close':
+            this.connectedFlag = false;
+            logger.info('cluster bus: NATS connection closed');
+            break;
+          default:
+            break;
+        }
+      }
+    } catch (err) {
+      logger.warn({ err }, 'cluster bus: status watch ended');
+    }
+  }
+
+  private forward(name: BusEventName, payload: BusEvents[BusEventName], meta: EventMeta): void {
+    if (meta.origin !== 'local' || !this.nc || this.nc.isClosed() || this.nc.isDraining()) return;
+    const envelope: ClusterEnvelope = {
+      v: 1,
+      instance_id: this.deps.instanceId,
+      name,
+      payload: payload as unknown as Record<string, unknown>,
+    };
+    try {
+      // While reconnecting the client buffers outbound messages and sends them once reconnected.
+      this.nc.publish(`${this.opts.subjectPrefix}.${name}`, JSON.stringify(envelope));
+    } catch (err) {
+      this.deps.logger.warn({ err, event: name }, 'cluster bus: publish failed');
+    }
+  }
+
+  private receive(err: Error | null, msg: Msg): void {
+    const { logger, bus } = this.deps;
+    if (err) {
+      logger.warn({ err }, 'cluster bus: subscription error');
+      return;
+    }
+    let envelope: ClusterEnvelope;
+    try {
+      envelope = validate(clusterEnvelopeSchema, msg.json<unknown>(), 'cluster event');
+      const schema = EVENT_PAYLOAD_SCHEMAS[envelope.name];
+      if (schema) envelope.payload = validate(schema, envelope.payload, `cluster event ${envelope.name}`) as Record<string, unknown>;
+    } catch (e) {
+      // Never log the payload: it may hold message content (medical data).
+      logger.warn({ subject: msg.subject, err: (e as Error).message }, 'cluster bus: invalid event dropped');
+      return;
+    }
+    if (envelope.instance_id === this.deps.instanceId) return;
+    bus.publish(envelope.name as BusEventName, envelope.payload as unknown as BusEvents[BusEventName], {
+      origin: 'remote',
+      instance_id: envelope.instance_id,
+    });
+  }
+}
+
+/** The URL without credentials, for logs and errors. */
+function redact(url: string): string {
+  return url.replace(/\/\/[^@/]*@/g, '//***@');
+}

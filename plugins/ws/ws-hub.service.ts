@@ -1,0 +1,201 @@
+import { WebSocket } from 'ws';
+import type { Counter, Gauge, Histogram } from 'prom-client';
+import type { Logger } from '../../kernel/logger.js';
+import type { ServerFrame, WsConnections } from './ws.public.js';
+
+/** One open socket of one user. */
+export interface WsConn {
+  readonly id: number;
+  readonly userId: string;
+  readonly socket: WebSocket;
+  /** Groups this socket is indexed under. */
+  readonly groups: Set<string>;
+  /** Membership changes seen while the user's groups were loading; null once loaded. */
+  pendingOps: Array<{ op: 'add' | 'remove'; groupId: string }> | null;
+  /** Answered the last server ping (or sent anything since). */
+  alive: boolean;
+}
+
+export interface WsMetrics {
+  connections: Gauge;
+  framesSent: Counter<'type'>;
+  fanoutLatency: Histogram;
+  slowDisconnects: Counter;
+}
+
+/**
+ * The connection registry: sockets indexed by user and by group, so a fan-out
+ * costs the number of sockets of the group's members, never the number of
+ * connected users. Each outgoing frame is serialized once, then written to
+ * every socket; a socket whose unsent output is over the limit is terminated
+ * instead of written to (the write never waits, so one slow client delays no
+ * one and its buffer stays bounded).
+ */
+export class WsHub implements WsConnections {
+  private readonly byUser = new Map<string, Set<WsConn>>();
+  private readonly byGroup = new Map<string, Set<WsConn>>();
+  private nextId = 1;
+  private total = 0;
+
+  constructor(
+    private readonly opts: { maxBufferedBytes: number },
+    private readonly logger: Logger,
+    private readonly metrics: WsMetrics | null,
+  ) {}
+
+  /** Registers a socket; its groups are indexed once `loaded` is called. */
+  add(userId: string, socket: WebSocket): WsConn {
+    const conn: WsConn = { id: this.nextId++, userId, socket, groups: new Set(), pendingOps: [], alive: true };
+    let set = this.byUser.get(userId);
+    if (!set) {
+      set = new Set();
+      this.byUser.set(userId, set);
+    }
+    set.add(conn);
+    this.total++;
+    this.metrics?.connections.inc();
+    return conn;
+  }
+
+  /**
+   * Indexes the socket under the user's groups (read from storage after `add`),
+   * then replays membership changes that arrived meanwhile, in order, so a
+   * removal published during the read is never undone by a stale read.
+   */
+  loaded(conn: WsConn, groupIds: readonly string[]): void {
+    if (!this.isRegistered(conn) || conn.pendingOps === null) return;
+    const ops = conn.pendingOps;
+    conn.pendingOps = null;
+    for (const g of groupIds) this.index(conn, g);
+    for (const { op, groupId } of ops) {
+      if (op === 'add') this.index(conn, groupId);
+      else this.unindex(conn, groupId);
+    }
+  }
+
+  remove(conn: WsConn): void {
+    const set = this.byUser.get(conn.userId);
+    if (!set?.delete(conn)) return;
+    if (set.size === 0) this.byUser.delete(conn.userId);
+    for (const g of conn.groups) this.unindex(conn, g);
+    this.total--;
+    this.metrics?.connections.dec();
+  }
+
+  /** The user joined the group: every socket of the user starts receiving its frames. */
+  joinGroup(userId: string, groupId: string): void {
+    for (const conn of this.byUser.get(userId) ?? []) {
+      if (conn.pendingOps) conn.pendingOps.push({ op: 'add', groupId });
+      else this.index(conn, groupId);
+    }
+  }
+
+  /** The user left the group: its sockets stop receiving the group's frames. */
+  leaveGroup(userId: string, groupId: string): void {
+    for (const conn of this.byUser.get(userId) ?? []) {
+      if (conn.pendingOps) conn.pendingOps.push({ op: 'remove', groupId });
+      else this.unindex(conn, groupId);
+    }
+  }
+
+  /**
+   * Sends one frame to every socket indexed under the group. `createdAt` (a
+   * message's created_at) feeds the fan-out latency histogram. Returns the
+   * number of sockets written to.
+   */
+  fanout(groupId: string, frame: ServerFrame, createdAt?: string): number {
+    const set = this.byGroup.get(groupId);
+    if (!set || set.size === 0) return 0;
+    const data = Buffer.from(JSON.stringify(frame));
+    let sent = 0;
+    // Copy: a terminated socket leaves the set during the loop.
+    for (const conn of [...set]) if (this.write(conn, data)) sent++;
+    if (this.metrics && sent > 0) {
+      this.metrics.framesSent.inc({ type: frame.type }, sent);
+      if (createdAt) {
+        const t = Date.parse(createdAt);
+        if (!Number.isNaN(t)) this.metrics.fanoutLatency.observe(Math.max(0, Date.now() - t) / 1000);
+      }
+    }
+    return sent;
+  }
+
+  /** Sends one frame to one socket (ack, error, sync, pong). */
+  sendTo(conn: WsConn, frame: ServerFrame): boolean {
+    const ok = this.write(conn, Buffer.from(JSON.stringify(frame)));
+    if (ok) this.metrics?.framesSent.inc({ type: frame.type });
+    return ok;
+  }
+
+  /** One liveness round: terminates sockets that did not answer the previous ping, pings the others. */
+  sweep(): void {
+    for (const set of [...this.byUser.values()]) {
+      for (const conn of [...set]) {
+        if (conn.socket.readyState !== WebSocket.OPEN) continue;
+        if (!conn.alive) {
+          this.logger.info({ user_id: conn.userId, conn: conn.id }, 'ws: no pong, terminating socket');
+          this.terminate(conn);
+          continue;
+        }
+        conn.alive = false;
+        conn.socket.ping();
+      }
+    }
+  }
+
+  /** Every registered socket (stop). */
+  all(): WsConn[] {
+    return [...this.byUser.values()].flatMap((s) => [...s]);
+  }
+
+  count(userId?: string): number {
+    return userId === undefined ? this.total : (this.byUser.get(userId)?.size ?? 0);
+  }
+
+  groupSocketCount(groupId: string): number {
+    return this.byGroup.get(groupId)?.size ?? 0;
+  }
+
+  terminate(conn: WsConn): void {
+    this.remove(conn);
+    conn.socket.terminate();
+  }
+
+  private write(conn: WsConn, data: Buffer): boolean {
+    const socket = conn.socket;
+    if (socket.readyState !== WebSocket.OPEN) return false;
+    if (socket.bufferedAmount > this.opts.maxBufferedBytes) {
+      this.logger.warn(
+        { user_id: conn.userId, conn: conn.id, buffered_bytes: socket.bufferedAmount, limit: this.opts.maxBufferedBytes },
+        'ws: client is not reading, output over the limit: terminating socket',
+      );
+      this.metrics?.slowDisconnects.inc();
+      this.terminate(conn);
+      return false;
+    }
+    socket.send(data, { binary: false });
+    return true;
+  }
+
+  private isRegistered(conn: WsConn): boolean {
+    return this.byUser.get(conn.userId)?.has(conn) ?? false;
+  }
+
+  private index(conn: WsConn, groupId: string): void {
+    conn.groups.add(groupId);
+    let set = this.byGroup.get(groupId);
+    if (!set) {
+      set = new Set();
+      this.byGroup.set(groupId, set);
+    }
+    set.add(conn);
+  }
+
+  private unindex(conn: WsConn, groupId: string): void {
+    conn.groups.delete(groupId);
+    const set = this.byGroup.get(groupId);
+    if (!set) return;
+    set.delete(conn);
+    if (set.size === 0) this.byGroup.delete(groupId);
+  }
+}
