@@ -12,10 +12,12 @@ export const PLUGINS: Readonly<Record<string, Loader>> = {
   users: async () => (await import('../plugins/users/users.plugin.js')).usersPlugin,
   groups: async () => (await import('../plugins/groups/groups.plugin.js')).groupsPlugin,
   chat: async () => (await import('../plugins/chat/chat.plugin.js')).chatPlugin,
-  'ai-router': async () => (await import('../plugins/ai-router/ai-router.plugin.js')).aiRouterPlugin,
+  'amqp-ingress': async () => (await import('../plugins/amqp-ingress/amqp-ingress.plugin.js')).amqpIngressPlugin,
+  'amqp-egress': async () => (await import('../plugins/amqp-egress/amqp-egress.plugin.js')).amqpEgressPlugin,
   http: async () => (await import('../plugins/http/http.plugin.js')).httpPlugin,
   metrics: async () => (await import('../plugins/metrics/metrics.plugin.js')).metricsPlugin,
   console: async () => (await import('../plugins/console/console.plugin.js')).consolePlugin,
+  'ai-router': async () => (await import('../plugins/ai-router/ai-router.plugin.js')).aiRouterPlugin,
   ws: async () => (await import('../plugins/ws/ws.plugin.js')).wsPlugin,
 };
 
@@ -23,6 +25,7 @@ export const PLUGINS: Readonly<Record<string, Loader>> = {
 export const ADAPTERS: Readonly<Record<string, Readonly<Record<string, Loader>>>> = {
   storage: {
     memory: async () => (await import('../adapters/storage/memory/memory-storage.adapter.js')).memoryStorageAdapter,
+    sequelize: async () => (await import('../adapters/storage/sequelize/sequelize-storage.adapter.js')).sequelizeStorageAdapter,
   },
   cluster: {
     nats: async () => (await import('../adapters/cluster/nats/nats-cluster.adapter.js')).natsClusterAdapter,

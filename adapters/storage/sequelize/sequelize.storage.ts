@@ -1,0 +1,152 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Sequelize, type Options, type PoolOptions } from 'sequelize';
+import { UnavailableError } from '../../../kernel/errors.js';
+import type { Logger } from '../../../kernel/logger.js';
+import type { AppendResult, NewMessage, Repositories, Storage } from '../../../kernel/ports/storage.port.js';
+import { GroupCommit, type GroupCommitStats } from './group-commit.js';
+import { runMigrations } from './migrator.js';
+import { isPostgresUrl, sqlitePath, type SequelizeStorageOptions } from './sequelize.schema.js';
+import { isUnavailable, toStorageError } from './sql-errors.js';
+import { PostgresExecutor, SqliteExecutor, type SqlExecutor } from './sql-executor.js';
+import { appendInOwnTransaction, sqlRepositories } from './sql-repositories.js';
+
+/** Connection parameters of a postgres:// URL (for Sequelize's replication option). */
+function pgConnection(url: string): { host: string; port: number; username?: string; password?: string; database: string } {
+  const u = new URL(url);
+  return {
+    host: decodeURIComponent(u.hostname) || '127.0.0.1',
+    port: u.port ? Number(u.port) : 5432,
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+    database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres',
+  };
+}
+
+interface PoolLike {
+  size: number;
+  available: number;
+  using: number;
+  waiting: number;
+}
+
+/** Sequelize options for a storage URL (PostgreSQL with optional replicas, or SQLite). */
+export function sequelizeOptions(options: SequelizeStorageOptions, logger: Logger): Options {
+  const logging = options.logSql ? (sql: string) => logger.debug({ sql }, 'sql') : false;
+  const pool: PoolOptions = {
+    max: options.pool.max,
+    min: options.pool.min,
+    acquire: options.pool.acquireMs,
+    idle: options.pool.idleMs,
+    evict: Math.min(options.pool.idleMs, 1000),
+  };
+  if (isPostgresUrl(options.url)) {
+    const primary = pgConnection(options.url);
+    return {
+      dialect: 'postgres',
+      ...primary,
+      logging,
+      pool,
+      benchmark: false,
+      // Fail fast when the server is down; keep idle sockets alive.
+      dialectOptions: { connectionTimeoutMillis: options.pool.acquireMs, keepAlive: true },
+      replication: options.replicas.length > 0 ? { write: primary, read: options.replicas.map(pgConnection) } : false,
+      // Sequelize retries only SQLITE_BUSY by default; this adapter decides about retries itself.
+      retry: { max: 1 },
+    };
+  }
+  const path = sqlitePath(options.url);
+  const storage = path === ':memory:' ? ':memory:' : resolve(path);
+  return { dialect: 'sqlite', storage, logging, retry: { max: 1 } };
+}
+
+/**
+ * The storage port on Sequelize, PostgreSQL or SQLite (one code path of raw
+ * SQL, see sql-repositories.ts). Appends go through group commit.
+ */
+export class SequelizeStorage implements Storage {
+  readonly sequelize: Sequelize;
+  readonly dialect: 'postgres' | 'sqlite';
+  private readonly db: SqlExecutor;
+  private readonly commit: GroupCommit<NewMessage, AppendResult>;
+  private readonly repos: Repositories;
+  private stopped: Promise<void> | null = null;
+  readonly users: Repositories['users'];
+  readonly groups: Repositories['groups'];
+  readonly members: Repositories['members'];
+  readonly messages: Repositories['messages'];
+  readonly aiRecords: Repositories['aiRecords'];
+
+  constructor(
+    private readonly options: SequelizeStorageOptions,
+    private readonly logger: Logger,
+  ) {
+    const sqlOptions = sequelizeOptions(options, logger);
+    this.dialect = sqlOptions.dialect === 'postgres' ? 'postgres' : 'sqlite';
+    if (this.dialect === 'sqlite' && sqlOptions.storage !== ':memory:') mkdirSync(dirname(sqlOptions.storage!), { recursive: true });
+    this.sequelize = new Sequelize(sqlOptions);
+    this.db = this.dialect === 'postgres' ? new PostgresExecutor(this.sequelize) : new SqliteExecutor(this.sequelize);
+    this.commit = new GroupCommit<NewMessage, AppendResult>({
+      maxSize: options.batch.maxSize,
+      writeBatch: (items) => appendInOwnTransaction(this.db, items),
+      writeOne: async (item) => (await appendInOwnTransaction(this.db, [item]))[0]!,
+      isUnavailable,
+    });
+    this.repos = sqlRepositories(this.db, null, (m) => this.commit.submit(m));
+    this.users = this.repos.users;
+    this.groups = this.repos.groups;
+    this.members = this.repos.members;
+    this.messages = this.repos.messages;
+    this.aiRecords = this.repos.aiRecords;
+  }
+
+  /** Connects, sets SQLite pragmas, and applies pending migrations when `migrate` is on. Returns what ran. */
+  async open(): Promise<string[]> {
+    try {
+      if (this.db instanceof SqliteExecutor) await this.db.configure(this.options.url !== 'sqlite::memory:', 5000);
+      await this.ping();
+      if (!this.options.migrate) return [];
+      const ran = await runMigrations(this.sequelize, this.dialect === 'postgres' ? this.options.url : null);
+      if (ran.length > 0) this.logger.info({ migrations: ran }, 'storage migrations applied');
+      return ran;
+    } catch (err) {
+      throw toStorageError(err);
+    }
+  }
+
+  async ping(): Promise<void> {
+    const rows = await this.db.query('SELECT 1 AS ok', []);
+    if (rows.length !== 1) throw new UnavailableError('storage did not answer');
+  }
+
+  transaction<T>(work: (tx: Repositories) => Promise<T>): Promise<T> {
+    return this.db.transaction((tx) => work(sqlRepositories(this.db, tx, () => Promise.reject(new Error('unreachable')))));
+  }
+
+  /** Group-commit counters (batches written, items, largest batch). */
+  get batchStats(): Readonly<GroupCommitStats> {
+    return this.commit.stats;
+  }
+
+  /** Connections of the pool(s): in use, idle, waiting; null for SQLite. */
+  poolStats(): Array<{ pool: 'write' | 'read'; using: number; idle: number; waiting: number }> | null {
+    if (this.dialect !== 'postgres') return null;
+    const cm = this.sequelize.connectionManager as unknown as { pool?: PoolLike & { read?: PoolLike; write?: PoolLike } };
+    const p = cm.pool;
+    if (!p) return [];
+    const one = (pool: 'write' | 'read', x: PoolLike) => ({ pool, using: x.using, idle: x.available, waiting: x.waiting });
+    if (p.write && p.read) return [one('write', p.write), one('read', p.read)];
+    return [one('write', p)];
+  }
+
+  /** Finishes queued appends, then closes the pool. Idempotent. */
+  stop(): Promise<void> {
+    if (!this.stopped) {
+      this.stopped = (async () => {
+        await this.commit.close();
+        await this.sequelize.close().catch((err: unknown) => this.logger.warn({ err }, 'closing the storage pool failed'));
+      })();
+    }
+    return this.stopped;
+  }
+}
