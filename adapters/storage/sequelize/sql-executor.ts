@@ -82,9 +82,9 @@ export class SqliteExecutor implements SqlExecutor {
   }
 
   private async raw(sql: string, bind: readonly unknown[]): Promise<Row[]> {
-    // Sequelize's SQLite driver runs statements starting with "insert into" with
-    // `run` (no rows): the leading space keeps RETURNING rows coming back.
-    return this.sequelize.query<Row>(` ${sql}`, {
+    // Sequelize's SQLite driver runs (trimmed) statements starting with "insert into"
+    // with `run`, which returns no rows: a leading comment keeps RETURNING rows coming back.
+    return this.sequelize.query<Row>(`/* im */ ${sql}`, {
       bind: bind.length > 0 ? (bind as unknown[]) : undefined,
       type: QueryTypes.SELECT,
       raw: true,
