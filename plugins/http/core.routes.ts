@@ -26,6 +26,14 @@ function who(req: HttpRequest): Principal {
 }
 
 /**
+ * A request without a body is validated as `{}`, so the services report every
+ * missing required field (their schemas would let `undefined` through).
+ */
+function bodyOf(req: HttpRequest): unknown {
+  return req.body === undefined ? {} : req.body;
+}
+
+/**
  * The core routes of API.md §4: each one decodes the request, calls a service
  * from the container and encodes its answer. Access rules and validation live
  * in the services.
@@ -43,7 +51,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       tags: ['users'],
       schemas: { body: createUserSchema, response: userDoc },
       successStatus: 201,
-      handler: async (req) => ({ status: 201, body: await users().create(who(req), req.body) }),
+      handler: async (req) => ({ status: 201, body: await users().create(who(req), bodyOf(req)) }),
     },
     {
       method: 'GET',
@@ -61,7 +69,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       summary: "Change a user's role (admin)",
       tags: ['users'],
       schemas: { params: userIdParams, body: setRoleSchema, response: userDoc },
-      handler: async (req) => ({ status: 200, body: await users().setRole(who(req), req.params.user_id!, req.body) }),
+      handler: async (req) => ({ status: 200, body: await users().setRole(who(req), req.params.user_id!, bodyOf(req)) }),
     },
     {
       method: 'GET',
@@ -80,7 +88,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       tags: ['groups'],
       schemas: { body: createGroupSchema, response: groupDoc },
       successStatus: 201,
-      handler: async (req) => ({ status: 201, body: await groups().create(who(req), req.body) }),
+      handler: async (req) => ({ status: 201, body: await groups().create(who(req), bodyOf(req)) }),
     },
     {
       method: 'GET',
@@ -99,7 +107,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       tags: ['groups'],
       schemas: { params: groupIdParams, body: addMemberSchema, response: memberDoc },
       successStatus: 201,
-      handler: async (req) => ({ status: 201, body: await groups().addMember(who(req), req.params.group_id!, req.body) }),
+      handler: async (req) => ({ status: 201, body: await groups().addMember(who(req), req.params.group_id!, bodyOf(req)) }),
     },
     {
       method: 'GET',
@@ -133,7 +141,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       schemas: { body: sendMessageSchema(maxContentLength), response: messageDoc },
       successStatus: 201,
       handler: async (req) => {
-        const { message, created } = await chat().send(who(req), req.body, { transport: 'http' });
+        const { message, created } = await chat().send(who(req), bodyOf(req), { transport: 'http' });
         return { status: created ? 201 : 200, body: message };
       },
     },
