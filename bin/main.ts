@@ -29,6 +29,10 @@ export function oneLine(err: unknown, env: NodeJS.ProcessEnv = process.env): str
     }
     if ((path === 'plugins' || path.startsWith('plugins.')) && env.IM_PLUGINS) return `${line} (from IM_PLUGINS)`;
   }
+  for (const path of candidates) {
+    const name = Object.entries(ENV_MAP).find(([, target]) => target === path)?.[0];
+    if (name) return `${line} (set it in the config file or with ${name})`;
+  }
   return line;
 }
 

@@ -90,7 +90,8 @@ export const metricsPlugin = definePlugin<MetricsOptions>({
       const end = httpDuration.startTimer();
       const method = KNOWN_METHODS.has(ctx.method) ? ctx.method : 'OTHER';
       if (ctx.path === options.path) {
-        const denied = guard(ctx.ip, ctx.get('authorization') || undefined);
+        // The TCP peer, never X-Forwarded-For (a client could forge it): scrape instances directly.
+        const denied = guard(ctx.req.socket.remoteAddress ?? '', ctx.get('authorization') || undefined);
         if (denied) {
           ctx.status = denied.status;
           ctx.body = denied.toJSON();

@@ -7,7 +7,8 @@ export interface MetricsOptions {
   path: string;
   /**
    * Client addresses allowed to read the endpoint: IPs or CIDR blocks
-   * (`10.0.0.0/8`, `::1`, `fd00::/8`). Empty = anyone (API.md §4 default).
+   * (`10.0.0.0/8`, `::1`, `fd00::/8`), matched against the TCP peer address
+   * (X-Forwarded-For is ignored). Empty = anyone (API.md §4 default).
    */
   allow: string[];
   /** When set, the endpoint also requires `Authorization: Bearer <token>`. */

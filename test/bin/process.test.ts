@@ -10,8 +10,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import t, { type Test } from 'tap';
+import { readdirSync } from 'node:fs';
+import { resolveUnits } from '../../bin/compose.js';
 import { ADAPTERS } from '../../bin/registry.js';
-import { validateRootConfig } from '../../config/loader.js';
+import { CONFIG_DIR, loadConfig, validateRootConfig } from '../../config/loader.js';
 
 const MAIN = fileURLToPath(new URL('../../bin/main.js', import.meta.url));
 const SECRET = 'process-test-secret-0123456789abcdef';
@@ -344,4 +346,31 @@ t.test('the shutdown deadline forces exit 1', { skip: deadlineKeySupported() ? f
   const { code } = await within(svc.exited, WAIT_MS, 'exit at the deadline');
   t.equal(code, 1);
   t.ok(svc.lines.some((l) => l.msg === 'shutdown deadline passed: exiting'));
+});
+
+t.test('every deployment recipe in config/deployments is valid for every unit it enables', async (t) => {
+  const names = readdirSync(join(CONFIG_DIR, 'deployments'))
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => f.slice(0, -'.json'.length));
+  t.ok(names.includes('single-node') && names.includes('cluster') && names.includes('production'));
+  for (const name of names) {
+    const config = loadConfig({ env: { IM_CONFIG: name, IM_JWT_SECRET: SECRET } });
+    const units = await resolveUnits(config);
+    for (const unit of units) {
+      t.doesNotThrow(() => unit.options?.(config[unit.name] ?? {}, config), `${name}: ${unit.name} options`);
+    }
+  }
+  const single = loadConfig({ env: { IM_CONFIG: 'single-node' } });
+  t.match(single.storage, { url: /^sqlite:/ }, 'single node: SQLite');
+  t.equal(single.adapters.cluster, 'none');
+  for (const name of ['cluster', 'production']) {
+    const c = loadConfig({ env: { IM_CONFIG: name, IM_JWT_SECRET: SECRET } });
+    t.match(c.storage, { url: /^postgres:\/\// }, `${name}: PostgreSQL`);
+    t.equal(c.adapters.cluster, 'nats', `${name}: NATS cluster bus`);
+    t.match(c.console, { devTokens: false }, `${name}: no console dev tokens`);
+    t.equal(c.log.level, 'info');
+    // no secret in the file: start-up refuses until IM_JWT_SECRET is set
+    const auth = (await resolveUnits(loadConfig({ env: { IM_CONFIG: name } }))).find((u) => u.name === 'auth')!;
+    t.throws(() => auth.options?.(loadConfig({ env: { IM_CONFIG: name } }).auth, {}), /jwtSecret/, `${name}: requires IM_JWT_SECRET`);
+  }
 });

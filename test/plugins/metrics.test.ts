@@ -11,10 +11,10 @@ interface Http {
   post(path: string, body: unknown, token: string): Promise<{ status: number; text: string }>;
 }
 
-async function bootHttp(t: Test, metrics: Record<string, unknown> = {}): Promise<Booted & Http> {
+async function bootHttp(t: Test, metrics: Record<string, unknown> = {}, http: Record<string, unknown> = {}): Promise<Booted & Http> {
   const booted = await bootKernel(t, {
     plugins: [...CORE, 'metrics', 'http'],
-    config: { http: { port: 0, host: '127.0.0.1' }, metrics },
+    config: { http: { port: 0, host: '127.0.0.1', ...http }, metrics },
   });
   const base = `http://127.0.0.1:${booted.c.httpAddress.port}`;
   return {
@@ -154,6 +154,13 @@ t.test('restriction: allow list of addresses', async (t) => {
   t.same(JSON.parse(r.text).error.code, 'FORBIDDEN');
   t.notMatch(r.text, 'process_cpu');
   t.equal((await denied.get('/healthz')).status, 200, 'other endpoints unaffected');
+
+  const proxied = await bootHttp(t, { allow: ['10.0.0.0/8'] }, { trustProxy: true });
+  t.equal(
+    (await proxied.get('/metrics', { 'x-forwarded-for': '10.1.2.3' })).status,
+    403,
+    'the TCP peer counts, not a forgeable X-Forwarded-For (even with trustProxy)',
+  );
 
   const allowed = await bootHttp(t, { allow: ['127.0.0.1/32', '::1'] });
   const ok = await allowed.get('/metrics');
