@@ -1,0 +1,671 @@
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { asValue } from 'awilix';
+import t, { type Test } from 'tap';
+import WebSocket from 'ws';
+import { ADAPTERS, PLUGINS } from '../../bin/registry.js';
+import type { Cradle } from '../../kernel/container.js';
+import type { AiInteractionRecord, Message } from '../../kernel/domain.js';
+import { definePlugin, type Plugin } from '../../kernel/plugin.js';
+import type { Storage } from '../../kernel/ports/storage.port.js';
+import { MemoryStorage } from '../../adapters/storage/memory/memory.storage.js';
+import '../../plugins/ai-router/ai-router.public.js';
+import { CircuitBreaker, retryDelayMs } from '../../plugins/ai-router/circuit-breaker.js';
+import { admin, as, bootKernel, seedGroup, type Booted } from '../helpers/boot.js';
+import { startFakeAi, waitFor, type FakeAi, type FakeAiAnswer } from '../helpers/fake-ai.js';
+import { api, bootHttp, tokenFor } from '../helpers/http.js';
+
+type Frame = { type: string; status?: string; group_id?: string; user_message_id?: string } & Record<string, unknown>;
+
+/** Fast retries for tests; every setting can be overridden per test. */
+const FAST = {
+  attemptTimeoutMs: 2000,
+  maxAttempts: 3,
+  backoff: { baseMs: 20, maxMs: 100, factor: 2, jitter: 0.5 },
+  pollIntervalMs: 50,
+  leaseMs: 10_000,
+  breaker: { failureThreshold: 1000, resetMs: 100 },
+};
+
+const CORE = ['auth', 'users', 'groups', 'chat'];
+
+interface AiBoot {
+  plugins?: string[];
+  provider?: 'webhook' | 'openai';
+  ai?: Record<string, unknown>;
+  router?: Record<string, unknown>;
+  storageUnit?: Plugin<unknown>;
+  http?: boolean;
+  config?: Record<string, unknown>;
+}
+
+/** A storage unit sharing one MemoryStorage between kernels (a restart on the same store). */
+function sharedStorageUnit(storage: Storage): Plugin<unknown> {
+  return definePlugin({
+    name: 'storage',
+    kind: 'adapter',
+    impl: 'shared-memory',
+    register({ container }) {
+      container.register({ storage: asValue(storage) });
+    },
+  });
+}
+
+async function boot(t: Test, fake: FakeAi | null, o: AiBoot = {}): Promise<Booted & { frames: Frame[]; baseUrl?: string }> {
+  const plugins = o.plugins ?? [...CORE, 'ai-router'];
+  const adapters: Record<string, string> = o.storageUnit ? {} : { storage: 'memory' };
+  if (o.provider !== undefined || plugins.includes('ai-router')) adapters['ai-provider'] = o.provider ?? 'webhook';
+  const config = {
+    ai: { url: fake ? fake.url : '', ...(o.ai ?? {}) },
+    'ai-router': { ...FAST, ...(o.router ?? {}) },
+    ...(o.config ?? {}),
+  };
+  const opts = { plugins, adapters, config, extraUnits: o.storageUnit ? [o.storageUnit] : [] };
+  let booted: Booted;
+  let baseUrl: string | undefined;
+  if (o.http) {
+    const h = await bootHttp(t, opts);
+    booted = h.booted;
+    baseUrl = h.baseUrl;
+  } else booted = await bootKernel(t, opts);
+  const frames: Frame[] = [];
+  booted.c.bus.subscribe('group.notify', ({ frame }) => {
+    frames.push(frame as Frame);
+  });
+  return { ...booted, frames, baseUrl };
+}
+
+async function send(c: Cradle, from: string, group: string, text: string, extra: Record<string, unknown> = {}): Promise<Message> {
+  return (await c.chatService.send(as(from), { group_id: group, msg_content: text, ...extra }, { transport: 'test' })).message;
+}
+
+async function recordOf(c: Cradle, messageId: string): Promise<AiInteractionRecord | undefined> {
+  const all = await c.storage.aiRecords.list({ limit: 10_000 });
+  return all.find((r) => r.user_message_id === messageId);
+}
+
+async function finalRecord(c: Cradle, messageId: string, status: 1 | 2 = 1): Promise<AiInteractionRecord> {
+  return waitFor(async () => {
+    const r = await recordOf(c, messageId);
+    return r && r.status === status ? r : undefined;
+  }, `record of ${messageId} with status ${status}`);
+}
+
+async function aiReplies(c: Cradle, group: string): Promise<Message[]> {
+  const page = await c.chatService.list(admin, { group_id: group, limit: 200 });
+  return page.messages.filter((m) => m.msg_type === 'AI_REPLY');
+}
+
+t.test('circuit breaker and retry delays', async (t) => {
+  let now = 0;
+  const changes: string[] = [];
+  const b = new CircuitBreaker({ failureThreshold: 2, resetMs: 100 }, () => now, (s) => changes.push(s));
+  t.ok(b.tryAcquire());
+  b.failure();
+  t.equal(b.state, 'closed', 'one failure keeps it closed');
+  t.ok(b.tryAcquire());
+  b.failure();
+  t.equal(b.state, 'open', 'threshold reached: open');
+  t.notOk(b.canCall());
+  t.notOk(b.tryAcquire(), 'open refuses calls');
+  t.equal(b.retryAt, 100);
+  now = 100;
+  t.equal(b.state, 'half-open');
+  t.ok(b.tryAcquire(), 'one trial once half-open');
+  t.notOk(b.tryAcquire(), 'only one trial at a time');
+  b.failure();
+  t.equal(b.state, 'open', 'failed trial reopens');
+  now = 250;
+  t.ok(b.tryAcquire());
+  b.release();
+  t.ok(b.tryAcquire(), 'a released trial frees the slot');
+  b.success();
+  t.equal(b.state, 'closed', 'successful trial closes');
+  t.same(changes, ['open', 'half-open', 'open', 'half-open', 'closed']);
+  b.failure();
+  b.success();
+  b.failure();
+  t.equal(b.state, 'closed', 'a success resets the consecutive count');
+
+  const backoff = { baseMs: 100, factor: 2, maxMs: 1000, jitter: 0.5 };
+  t.equal(retryDelayMs(1, backoff, undefined, 5000, () => 0), 100);
+  t.equal(retryDelayMs(3, backoff, undefined, 5000, () => 0), 400);
+  t.equal(retryDelayMs(10, backoff, undefined, 5000, () => 0), 1000, 'capped at maxMs');
+  t.equal(retryDelayMs(3, backoff, undefined, 5000, () => 1), 200, 'jitter takes off up to half');
+  t.equal(retryDelayMs(1, backoff, 3000, 5000, () => 0), 3000, 'Retry-After wins when longer');
+  t.equal(retryDelayMs(1, backoff, 60_000, 5000, () => 0), 5000, 'Retry-After capped');
+});
+
+t.test('success: reply stored as AI_REPLY from the assistant, published, recorded', async (t) => {
+  const fake = await startFakeAi(t, (req) => ({ body: { reply: `echo: ${req.json.message.msg_content}` } }));
+  const { c, frames } = await boot(t, fake, { ai: { apiKey: 'k-123' } });
+  const stored: Array<{ message: Message; transport: string }> = [];
+  c.bus.subscribe('message.stored', (p) => {
+    stored.push(p);
+  });
+  await seedGroup(c, 'g1', ['p1', 'doc1', 'ai1']);
+  await send(c, 'doc1', 'g1', 'Hello, I am your doctor');
+  const m = await send(c, 'p1', 'g1', 'I have a headache');
+  const rec = await finalRecord(c, m.message_id);
+  const replies = await aiReplies(c, 'g1');
+  t.equal(replies.length, 1, 'one reply');
+  const reply = replies[0]!;
+  t.equal(reply.from_user_id, 'ai1', 'from the AI_ASSISTANT member');
+  t.equal(reply.msg_content, 'echo: I have a headache');
+  t.equal(reply.client_msg_id, `ai:${rec.record_id}`);
+  t.equal(reply.seq, m.seq + 1);
+  t.equal(rec.ai_message_id, reply.message_id);
+  t.equal(rec.attempts, 1);
+  t.equal(rec.error_message, null);
+  t.equal(rec.ai_service_url, fake.url);
+  t.type(rec.duration_ms, 'number');
+  t.equal(rec.lease_owner, null, 'lease released');
+  const reqContent = JSON.parse(rec.request_content!);
+  t.equal(reqContent.record_id, rec.record_id);
+  t.same(JSON.parse(rec.response_content!), { reply: 'echo: I have a headache' });
+  await waitFor(() => stored.some((s) => s.message.message_id === reply.message_id), 'reply published');
+  t.equal(stored.find((s) => s.message.message_id === reply.message_id)!.transport, 'ai');
+
+  t.equal(fake.requests.length, 1, 'one request: neither the doctor message nor the reply is forwarded');
+  const req = fake.requests[0]!;
+  t.equal(req.method, 'POST');
+  t.equal(req.headers['idempotency-key'], rec.record_id);
+  t.equal(req.headers.authorization, 'Bearer k-123');
+  t.same(Object.keys(req.json).sort(), ['assistant', 'group_id', 'history', 'message', 'record_id', 'sender']);
+  t.equal(req.json.group_id, 'g1');
+  t.equal(req.json.message.message_id, m.message_id);
+  t.equal(req.json.sender.user_id, 'p1');
+  t.equal(req.json.sender.user_role, 'PATIENT');
+  t.equal(req.json.assistant.user_id, 'ai1');
+  t.same(
+    req.json.history.map((h: Message) => h.msg_content),
+    ['Hello, I am your doctor', 'I have a headache'],
+    'history ascending, the message included',
+  );
+  t.equal(req.headers['x-im-signature'], undefined, 'unsigned without a secret');
+  t.ok(
+    frames.some((f) => f.type === 'ai_status' && f.status === 'thinking' && f.user_message_id === m.message_id && f.group_id === 'g1'),
+    'thinking pushed',
+  );
+});
+
+t.test('reply null: record succeeds without a message', async (t) => {
+  const fake = await startFakeAi(t, { body: { reply: null } });
+  const { c } = await boot(t, fake);
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  const m = await send(c, 'p1', 'g1', 'thanks, that is all');
+  const rec = await finalRecord(c, m.message_id);
+  t.equal(rec.ai_message_id, null);
+  t.equal(rec.error_message, null);
+  t.same(await aiReplies(c, 'g1'), []);
+});
+
+t.test('routing: doctors, assistants, groups without assistant, doctor pause', async (t) => {
+  const fake = await startFakeAi(t);
+  const { c, frames } = await boot(t, fake, { router: { doctorPauseMs: 3_600_000 } });
+  await seedGroup(c, 'g1', ['p1', 'doc1', 'ai1']);
+  await seedGroup(c, 'noai', ['p2', 'doc2']);
+  await seedGroup(c, 'quiet', ['p3', 'ai3', 'doc3']);
+
+  const docMsg = await send(c, 'doc1', 'g1', 'I will take it from here');
+  const aiMsg = await send(c, 'ai1', 'g1', 'assistant says hi');
+  t.same(await c.aiRouter.decide(docMsg), { forward: false, reason: 'role' }, 'DOCTOR never forwarded');
+  t.same(await c.aiRouter.decide(aiMsg), { forward: false, reason: 'assistant-sender' }, 'AI_ASSISTANT never forwarded');
+  const noAi = await send(c, 'p2', 'noai', 'anyone?');
+  t.same(await c.aiRouter.decide(noAi), { forward: false, reason: 'no-assistant' }, 'group without assistant');
+
+  // Doctor takeover: the patient's next message is held back and 'paused' is pushed.
+  const paused = await send(c, 'p1', 'g1', 'ok doctor');
+  await waitFor(() => frames.some((f) => f.status === 'paused' && f.user_message_id === paused.message_id), 'paused frame');
+  t.same(await c.aiRouter.decide(paused), { forward: false, reason: 'paused' });
+
+  // A group where no doctor spoke is forwarded (and it is the only request).
+  const fwd = await send(c, 'p3', 'quiet', 'forward me');
+  await finalRecord(c, fwd.message_id);
+  t.equal(fake.requests.length, 1, 'only the eligible message was sent to the AI');
+  t.equal(fake.requests[0]!.json.message.message_id, fwd.message_id);
+  const records = await c.storage.aiRecords.list({ limit: 100 });
+  t.same(
+    records.map((r) => r.user_message_id),
+    [fwd.message_id],
+    'no record for doctor, assistant, no-assistant, paused or AI_REPLY messages',
+  );
+  t.notOk(frames.some((f) => f.status === 'paused' && f.user_message_id === fwd.message_id));
+
+  // After the pause window the patient is forwarded again (pause measured from the doctor's message).
+  const { c: c2 } = await boot(t, fake, { router: { doctorPauseMs: 1 } });
+  await seedGroup(c2, 'g9', ['p9', 'doc9', 'ai9']);
+  await send(c2, 'doc9', 'g9', 'doctor here');
+  await waitFor(async () => Date.now() - Date.parse((await c2.chatService.list(admin, { group_id: 'g9' })).messages[0]!.created_at) > 5, 'pause over');
+  const after = await send(c2, 'p9', 'g9', 'hello again');
+  await finalRecord(c2, after.message_id);
+});
+
+t.test('role rules are config: forwardRoles and requireAssistant', async (t) => {
+  const fake = await startFakeAi(t, { body: { reply: 'posted?' } });
+  const { c } = await boot(t, fake, { router: { forwardRoles: ['PATIENT', 'DOCTOR'], requireAssistant: false } });
+  await seedGroup(c, 'g1', ['p1', 'doc1', 'ai1']);
+  await seedGroup(c, 'noai', ['p2']);
+  const d = await send(c, 'doc1', 'g1', 'doctor question');
+  t.match(await c.aiRouter.decide(d), { forward: true });
+  await finalRecord(c, d.message_id);
+  const p = await send(c, 'p2', 'noai', 'no assistant here');
+  const rec = await finalRecord(c, p.message_id);
+  t.equal(rec.ai_message_id, null, 'no assistant member: nobody to post the reply');
+  t.match(rec.error_message, /no AI_ASSISTANT/);
+  t.same(await aiReplies(c, 'noai'), []);
+  const ai = await send(c, 'ai1', 'g1', 'assistant text');
+  t.same(await c.aiRouter.decide(ai), { forward: false, reason: 'assistant-sender' }, 'assistants never, whatever the config');
+});
+
+t.test('500s and timeouts are retried, then the record fails and "failed" is pushed', async (t) => {
+  const fake = await startFakeAi(t, { status: 500 });
+  const { c, frames } = await boot(t, fake, { router: { maxAttempts: 3 } });
+  await seedGroup(c, 'g1', ['p1', 'doc1', 'ai1']);
+  const m = await send(c, 'p1', 'g1', 'help');
+  const rec = await finalRecord(c, m.message_id, 2);
+  t.equal(rec.attempts, 3);
+  t.equal(rec.error_message, 'AI service answered HTTP 500');
+  t.same(JSON.parse(rec.response_content!), { status: 500, body: { error: 'fake error 500' } });
+  t.equal(fake.requests.length, 3, 'three attempts');
+  t.same(new Set(fake.requests.map((r) => r.headers['idempotency-key'])), new Set([rec.record_id]), 'same Idempotency-Key each time');
+  await waitFor(() => frames.some((f) => f.status === 'failed' && f.user_message_id === m.message_id), 'failed frame');
+  t.equal(frames.filter((f) => f.status === 'thinking' && f.user_message_id === m.message_id).length, 3, 'thinking per attempt');
+  t.same(await aiReplies(c, 'g1'), []);
+
+  // Timeouts: the service never answers within attemptTimeoutMs.
+  const slow = await startFakeAi(t, { hang: true });
+  const { c: c2 } = await boot(t, slow, { router: { maxAttempts: 2, attemptTimeoutMs: 200 } });
+  await seedGroup(c2, 'g2', ['p2', 'ai2']);
+  const m2 = await send(c2, 'p2', 'g2', 'anyone?');
+  const rec2 = await finalRecord(c2, m2.message_id, 2);
+  t.equal(rec2.attempts, 2);
+  t.match(rec2.error_message, /timeout/);
+  t.equal(slow.requests.length, 2);
+
+  // A non-retryable answer (4xx, malformed) fails at once.
+  const bad = await startFakeAi(t, { status: 400 });
+  const { c: c3 } = await boot(t, bad, { router: { maxAttempts: 5 } });
+  await seedGroup(c3, 'g3', ['p3', 'ai3']);
+  const m3 = await send(c3, 'p3', 'g3', 'bad request?');
+  const rec3 = await finalRecord(c3, m3.message_id, 2);
+  t.equal(rec3.attempts, 1, '400 is not retried');
+  bad.respond({ rawBody: 'not json' });
+  const m4 = await send(c3, 'p3', 'g3', 'malformed?');
+  const rec4 = await finalRecord(c3, m4.message_id, 2);
+  t.match(rec4.error_message, /malformed/);
+  t.equal(rec4.attempts, 1);
+  // A network error (connection dropped) is retried.
+  bad.respond({ destroy: true });
+  const m5 = await send(c3, 'p3', 'g3', 'dropped?');
+  const rec5 = await finalRecord(c3, m5.message_id, 2);
+  t.equal(rec5.attempts, 5);
+  t.match(rec5.error_message, /network error/);
+});
+
+t.test('fail twice then succeed: exactly one reply', async (t) => {
+  const fake = await startFakeAi(t, { body: { reply: 'third time lucky' } });
+  fake.enqueue({ status: 502 }, { status: 503 });
+  const { c } = await boot(t, fake, { router: { maxAttempts: 4 } });
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  const m = await send(c, 'p1', 'g1', 'hello');
+  const rec = await finalRecord(c, m.message_id);
+  t.equal(rec.attempts, 3);
+  const replies = await aiReplies(c, 'g1');
+  t.equal(replies.length, 1);
+  t.equal(replies[0]!.msg_content, 'third time lucky');
+  t.equal(fake.requests.length, 3);
+});
+
+t.test('a lost post is retried without a second reply (client_msg_id ai:<record_id>)', async (t) => {
+  const fake = await startFakeAi(t, { body: { reply: 'same answer' } });
+  const { c } = await boot(t, fake);
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  const m = await send(c, 'p1', 'g1', 'hello');
+  const rec = await finalRecord(c, m.message_id);
+  // Simulate a crash after the reply was stored but before the record was updated: back to pending.
+  await c.storage.aiRecords.update(rec.record_id, { status: 0, ai_message_id: null, updated_at: new Date().toISOString() });
+  c.aiRouter.kick();
+  const again = await finalRecord(c, m.message_id);
+  t.equal(again.attempts, 2, 'worked again');
+  t.equal(again.ai_message_id, rec.ai_message_id, 'the original reply is found, not a new one');
+  t.equal((await aiReplies(c, 'g1')).length, 1, 'still exactly one reply');
+});
+
+t.test('Retry-After is honoured', async (t) => {
+  const fake = await startFakeAi(t, { body: { reply: 'later' } });
+  fake.enqueue({ status: 429, headers: { 'retry-after': '1' } });
+  const { c } = await boot(t, fake, { router: { backoff: { baseMs: 10, maxMs: 10, factor: 1, jitter: 0 } } });
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  const m = await send(c, 'p1', 'g1', 'hello');
+  await waitFor(async () => (await recordOf(c, m.message_id))?.attempts === 1, 'first attempt recorded');
+  const pending = (await recordOf(c, m.message_id))!;
+  if (pending.status === 0) {
+    t.ok(Date.parse(pending.next_attempt_at!) - Date.parse(pending.updated_at) >= 950, 'next_attempt_at is at least Retry-After away');
+  }
+  const rec = await finalRecord(c, m.message_id);
+  t.equal(rec.attempts, 2);
+  const [first, second] = fake.requests;
+  t.ok(second!.receivedAt - first!.receivedAt >= 950, `second attempt waited for Retry-After (${second!.receivedAt - first!.receivedAt} ms)`);
+});
+
+t.test('signed webhook requests are verifiable by the service', async (t) => {
+  const secret = 'whsec-test-1';
+  const fake = await startFakeAi(t);
+  const { c } = await boot(t, fake, { ai: { webhookSecret: secret } });
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  const m = await send(c, 'p1', 'g1', 'sign me');
+  await finalRecord(c, m.message_id);
+  const req = fake.requests[0]!;
+  const ts = String(req.headers['x-im-timestamp']);
+  t.match(ts, /^\d+$/);
+  t.ok(Math.abs(Number(ts) - Date.now() / 1000) < 300, 'current unix seconds');
+  const expected = `sha256=${createHmac('sha256', secret).update(`${ts}.${req.rawBody}`).digest('hex')}`;
+  t.equal(req.headers['x-im-signature'], expected, 'HMAC-SHA256 of "{timestamp}.{raw body}"');
+});
+
+t.test('openai provider against a fake /chat/completions', async (t) => {
+  const fake = await startFakeAi(t, (req) =>
+    req.path === '/v1/chat/completions'
+      ? { body: { id: 'x', choices: [{ index: 0, message: { role: 'assistant', content: `seen ${req.json.messages.length} messages` } }] } }
+      : { status: 404 },
+  );
+  const { c } = await boot(t, null, { provider: 'openai', ai: { url: `${fake.url}/v1/`, model: 'test-model', apiKey: 'sk-x', systemPrompt: 'Be kind.' } });
+  await seedGroup(c, 'g1', ['p1', 'doc1', 'ai1']);
+  await send(c, 'doc1', 'g1', 'Take paracetamol');
+  const m = await send(c, 'p1', 'g1', 'How much?');
+  const rec = await finalRecord(c, m.message_id);
+  t.equal(rec.ai_service_url, `${fake.url}/v1/chat/completions`);
+  const req = fake.requests[0]!;
+  t.equal(req.path, '/v1/chat/completions');
+  t.equal(req.headers.authorization, 'Bearer sk-x');
+  t.equal(req.headers['idempotency-key'], rec.record_id);
+  t.equal(req.json.model, 'test-model');
+  t.same(req.json.messages[0], { role: 'system', content: 'Be kind.' });
+  t.match(req.json.messages[1], { role: 'user', name: 'doctor_doc1', content: '[Doctor doc1] Take paracetamol' });
+  t.match(req.json.messages[2], { role: 'user', content: 'How much?' });
+  const replies = await aiReplies(c, 'g1');
+  t.equal(replies.length, 1);
+  t.equal(replies[0]!.msg_content, 'seen 3 messages');
+  // The reply appears as 'assistant' in the next request's history.
+  const m2 = await send(c, 'p1', 'g1', 'thanks');
+  await finalRecord(c, m2.message_id);
+  t.match(fake.requests[1]!.json.messages[3], { role: 'assistant', content: 'seen 3 messages' });
+});
+
+t.test('AI down while hundreds of messages are sent: every send succeeds', async (t) => {
+  const fake = await startFakeAi(t, { status: 503 });
+  const { c } = await boot(t, fake, {
+    router: { maxAttempts: 3, breaker: { failureThreshold: 5, resetMs: 600_000 }, concurrency: 4 },
+  });
+  const groups = ['d1', 'd2', 'd3'];
+  for (const g of groups) await seedGroup(c, g, [`${g}p`, `ai-${g}`]);
+  const sends: Array<Promise<Message>> = [];
+  for (let i = 0; i < 100; i++) for (const g of groups) sends.push(send(c, `${g}p`, g, `msg ${i}`));
+  const results = await Promise.allSettled(sends);
+  t.equal(results.filter((r) => r.status === 'fulfilled').length, 300, 'all 300 sends resolved');
+  const ids = new Set(results.map((r) => (r as PromiseFulfilledResult<Message>).value.message_id));
+  await waitFor(async () => (await c.storage.aiRecords.list({ limit: 1000 })).length === 300, '300 records');
+  await waitFor(() => c.aiRouter.breakerState === 'open', 'breaker open');
+  const records = await c.storage.aiRecords.list({ limit: 1000 });
+  t.ok(records.every((r) => ids.has(r.user_message_id) && (r.status === 0 || r.status === 2)), 'records end failed or pending');
+  t.ok(fake.requests.length < 60, `the dead service is not hammered (${fake.requests.length} requests for 300 messages)`);
+  // The core is unaffected: more sends still work at once.
+  const more = await send(c, 'd1p', 'd1', 'still here');
+  t.equal(more.seq, 101);
+});
+
+t.test('crash-recovery scan creates the missing record; restart resumes pending records', async (t) => {
+  const sqlite = ADAPTERS.storage?.sequelize !== undefined;
+  let storageUnit: Plugin<unknown> | undefined;
+  let storageConfig: Record<string, unknown> = {};
+  if (sqlite) {
+    const dir = mkdtempSync(join(tmpdir(), 'ai-router-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    storageConfig = { storage: { url: `sqlite:${join(dir, 'im.sqlite')}`, migrate: true } };
+    t.comment('restart test on a shared SQLite file (sequelize adapter)');
+  } else {
+    storageUnit = sharedStorageUnit(new MemoryStorage());
+    t.comment('restart test on a shared in-memory store (sequelize adapter not registered)');
+  }
+  const withStorage = (o: AiBoot): AiBoot =>
+    sqlite
+      ? { ...o, config: { ...storageConfig, ...(o.config ?? {}) }, storageUnit: undefined, plugins: o.plugins }
+      : { ...o, storageUnit };
+  const bootOn = async (fake: FakeAi | null, o: AiBoot): Promise<Booted & { frames: Frame[] }> => {
+    const opts = withStorage(o);
+    if (sqlite) {
+      // boot() would pick memory: set the adapter explicitly.
+      const plugins = opts.plugins ?? [...CORE, 'ai-router'];
+      const booted = await bootKernel(t, {
+        plugins,
+        adapters: { storage: 'sequelize', 'ai-provider': 'webhook' },
+        config: { ai: { url: fake ? fake.url : '' }, 'ai-router': { ...FAST, ...(opts.router ?? {}) }, ...storageConfig },
+      });
+      return { ...booted, frames: [] };
+    }
+    return boot(t, fake, opts);
+  };
+
+  // Kernel A has no AI router: the message is stored but no record exists (as after a crash).
+  const a = await bootOn(null, { plugins: CORE });
+  await seedGroup(a.c, 'g1', ['p1', 'ai1']);
+  await seedGroup(a.c, 'g2', ['p2', 'ai2']);
+  const lost = await send(a.c, 'p1', 'g1', 'stored before the crash');
+  await a.kernel.stop();
+
+  // Kernel B: its recovery scan finds the message and works it.
+  const fake = await startFakeAi(t, (req) => ({ body: { reply: `re: ${req.json.message.msg_content}` } }));
+  fake.enqueue({ status: 503, headers: { 'retry-after': '1' } });
+  const b = await bootOn(fake, { router: { maxAttempts: 5 } });
+  await b.c.aiRouter.recovery;
+  const recovered = await waitFor(async () => recordOf(b.c, lost.message_id), 'recovered record');
+  t.ok(recovered, 'the scan created the missing record');
+  // Now the service hangs: kernel B is stopped with one record in flight and one waiting for its retry.
+  const rec1 = await waitFor(async () => {
+    const r = await recordOf(b.c, lost.message_id);
+    return r && r.attempts === 1 && r.status === 0 ? r : undefined;
+  }, 'first attempt failed with Retry-After');
+  fake.respond({ hang: true });
+  const inflight = await send(b.c, 'p2', 'g2', 'in flight at shutdown');
+  await waitFor(() => fake.requests.some((r) => r.json.message.message_id === inflight.message_id), 'call in flight');
+  await b.kernel.stop();
+  const pendingAfterStop = await (async () => {
+    const c = await bootOn(null, { plugins: CORE });
+    const list = await c.c.storage.aiRecords.list({ limit: 10 });
+    await c.kernel.stop();
+    return list;
+  })();
+  t.equal(pendingAfterStop.length, 2);
+  t.ok(pendingAfterStop.every((r) => r.status === 0 && r.lease_owner === null), 'both pending, no lease held after a clean stop');
+  t.equal(pendingAfterStop.find((r) => r.user_message_id === inflight.message_id)!.attempts, 0, 'the aborted attempt is not counted');
+
+  // Kernel C on the same store resumes both: exactly one reply each.
+  fake.respond((req) => ({ body: { reply: `re: ${req.json.message.msg_content}` } }));
+  const cK = await bootOn(fake, { router: { maxAttempts: 5 } });
+  const done1 = await finalRecord(cK.c, lost.message_id);
+  const done2 = await finalRecord(cK.c, inflight.message_id);
+  t.equal(done1.record_id, rec1.record_id);
+  t.equal(done1.attempts, 2, 'the retry count continued from the stored record');
+  t.equal(done2.attempts, 1);
+  t.same((await aiReplies(cK.c, 'g1')).map((m) => m.msg_content), ['re: stored before the crash']);
+  t.same((await aiReplies(cK.c, 'g2')).map((m) => m.msg_content), ['re: in flight at shutdown']);
+
+  // A lease left by a crashed instance is honoured until it expires, then the record is taken over.
+  const orphanMsg = await send(cK.c, 'p2', 'g2', 'orphan');
+  await finalRecord(cK.c, orphanMsg.message_id);
+  const now = Date.now();
+  const msg3 = await (async () => {
+    await cK.kernel.stop();
+    const plain = await bootOn(null, { plugins: CORE });
+    const m = await send(plain.c, 'p1', 'g1', 'leased by a dead instance');
+    await plain.c.storage.aiRecords.createIfAbsent({
+      record_id: 'rec-dead-lease',
+      group_id: 'g1',
+      user_message_id: m.message_id,
+      ai_service_url: fake.url,
+      created_at: new Date(now).toISOString(),
+    });
+    await plain.c.storage.aiRecords.update('rec-dead-lease', {
+      lease_owner: 'dead-instance',
+      lease_until: new Date(Date.now() + 500).toISOString(),
+      updated_at: new Date().toISOString(),
+    });
+    await plain.kernel.stop();
+    return m;
+  })();
+  const dK = await bootOn(fake, {});
+  const taken = await finalRecord(dK.c, msg3.message_id);
+  t.equal(taken.record_id, 'rec-dead-lease');
+  t.ok(Date.now() - now >= 450, 'taken over only after the dead lease expired');
+});
+
+t.test('two instances on one store: each record is worked once (leases)', async (t) => {
+  const store = new MemoryStorage();
+  const fake = await startFakeAi(t, (req) => ({ delayMs: 5, body: { reply: `re ${req.json.record_id}` } }));
+  const a = await boot(t, fake, { storageUnit: sharedStorageUnit(store), config: { instanceId: 'inst-a' } });
+  const b = await boot(t, fake, { storageUnit: sharedStorageUnit(store), config: { instanceId: 'inst-b' } });
+  await seedGroup(a.c, 'g1', ['p1', 'ai1']);
+  const sends: Array<Promise<Message>> = [];
+  for (let i = 0; i < 20; i++) sends.push(send(i % 2 ? a.c : b.c, 'p1', 'g1', `m${i}`));
+  const msgs = await Promise.all(sends);
+  for (const m of msgs) await finalRecord(a.c, m.message_id);
+  const keys = fake.requests.map((r) => String(r.headers['idempotency-key']));
+  t.equal(keys.length, 20, 'one call per record');
+  t.equal(new Set(keys).size, 20);
+  t.equal((await aiReplies(a.c, 'g1')).length, 20, 'exactly one reply per message');
+});
+
+t.test('idle while no AI URL is configured', async (t) => {
+  const { c } = await boot(t, null);
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  t.equal(c.aiRouter.active, false);
+  const m = await send(c, 'p1', 'g1', 'nobody listening');
+  t.equal(m.seq, 1);
+  t.same(await c.storage.aiRecords.list({ limit: 10 }), [], 'no record while idle');
+  t.same(await c.aiRouter.testCall(admin), { ok: false, duration_ms: 0, error: 'AI service not configured (set IM_AI_URL)' });
+});
+
+t.test('bad settings fail the start with the setting named', async (t) => {
+  await t.rejects(
+    bootKernel(t, { plugins: [...CORE, 'ai-router'], adapters: { storage: 'memory' }, config: { 'ai-router': { concurrency: 0 } } }),
+    /ai-router: concurrency/,
+  );
+  await t.rejects(
+    bootKernel(t, { plugins: [...CORE, 'ai-router'], adapters: { storage: 'memory' }, config: { 'ai-router': { attemptTimeoutMs: 5000, leaseMs: 1000 } } }),
+    /ai-router: leaseMs/,
+  );
+  await t.rejects(
+    bootKernel(t, { plugins: [...CORE, 'ai-router'], adapters: { storage: 'memory', 'ai-provider': 'webhook' }, config: { ai: { url: 'ftp://x' } } }),
+    /ai-provider: ai\.url/,
+  );
+});
+
+t.test('HTTP: GET /api/ai/interactions access rules and POST /api/ai/test', { skip: PLUGINS.http ? false : 'http plugin not registered' }, async (t) => {
+  const fake = await startFakeAi(t, { body: { reply: 'hi' } });
+  const { c, baseUrl } = await boot(t, fake, { http: true });
+  await seedGroup(c, 'g1', ['p1', 'doc1', 'ai1']);
+  await seedGroup(c, 'g2', ['p2', 'doc2', 'ai2']);
+  const m1 = await send(c, 'p1', 'g1', 'first');
+  await finalRecord(c, m1.message_id);
+  fake.respond({ status: 400 });
+  const m2 = await send(c, 'p1', 'g1', 'second');
+  await finalRecord(c, m2.message_id, 2);
+  fake.respond({ body: { reply: 'hi' } });
+  const m3 = await send(c, 'p2', 'g2', 'other group');
+  await finalRecord(c, m3.message_id);
+
+  const adminApi = api(baseUrl!, await tokenFor(c, 'admin', true));
+  const doc1 = api(baseUrl!, await tokenFor(c, 'doc1'));
+  const p1 = api(baseUrl!, await tokenFor(c, 'p1'));
+  const doc2 = api(baseUrl!, await tokenFor(c, 'doc2'));
+
+  const all = await adminApi.get('/api/ai/interactions');
+  t.equal(all.status, 200);
+  t.equal(all.body.records.length, 3, 'admin sees every group');
+  t.same(
+    all.body.records.map((r: AiInteractionRecord) => r.user_message_id),
+    [m3.message_id, m2.message_id, m1.message_id],
+    'newest first',
+  );
+  t.notOk('lease_owner' in all.body.records[0], 'internal lease fields not exposed');
+  const mine = await doc1.get('/api/ai/interactions?group_id=g1');
+  t.equal(mine.status, 200, 'DOCTOR member of the group');
+  t.equal(mine.body.records.length, 2);
+  const failed = await doc1.get('/api/ai/interactions?group_id=g1&status=2&limit=5');
+  t.same(failed.body.records.map((r: AiInteractionRecord) => r.user_message_id), [m2.message_id]);
+  t.equal(failed.body.records[0].error_message, 'AI service answered HTTP 400');
+  t.equal((await p1.get('/api/ai/interactions?group_id=g1')).status, 403, 'patient member refused');
+  t.equal((await doc2.get('/api/ai/interactions?group_id=g1')).status, 403, 'doctor of another group refused');
+  t.equal((await doc1.get('/api/ai/interactions')).status, 403, 'non-admin must name a group');
+  t.equal((await doc1.get('/api/ai/interactions?group_id=nope')).status, 404);
+  const bad = await adminApi.get('/api/ai/interactions?status=7&limit=0');
+  t.equal(bad.status, 400);
+  t.equal(bad.body.error.code, 'VALIDATION_FAILED');
+  t.same(bad.body.error.details.map((d: { path: string }) => d.path).sort(), ['limit', 'status']);
+  t.equal((await api(baseUrl!).get('/api/ai/interactions')).status, 401, 'no token');
+
+  const before = fake.requests.length;
+  const ok = await adminApi.post('/api/ai/test');
+  t.equal(ok.status, 200);
+  t.equal(ok.body.ok, true);
+  t.type(ok.body.duration_ms, 'number');
+  t.equal(fake.requests.length, before + 1, 'one real call');
+  t.match(fake.requests[before]!.headers['idempotency-key'], /^test-/);
+  fake.respond({ status: 500 });
+  const down = await adminApi.post('/api/ai/test');
+  t.equal(down.status, 200);
+  t.same({ ok: down.body.ok, error: down.body.error }, { ok: false, error: 'AI service answered HTTP 500' });
+  t.equal((await doc1.post('/api/ai/test')).status, 403, 'admin only');
+});
+
+t.test('WebSocket: every member sees the AI reply and the ai_status frames', { skip: PLUGINS.ws ? false : 'ws plugin not registered' }, async (t) => {
+  const fake = await startFakeAi(t, { delayMs: 50, body: { reply: 'answer for everyone' } });
+  const { c, baseUrl } = await boot(t, fake, { http: true, plugins: [...CORE, 'http', 'ws', 'ai-router'] });
+  await seedGroup(c, 'g1', ['p1', 'doc1', 'ai1']);
+  const wsBase = baseUrl!.replace(/^http/, 'ws');
+  const clients = new Map<string, { ws: WebSocket; frames: Frame[] }>();
+  for (const u of ['p1', 'doc1', 'ai1']) {
+    const ws = new WebSocket(`${wsBase}/ws/${u}?token=${await tokenFor(c, u)}`);
+    const frames: Frame[] = [];
+    ws.on('message', (data) => frames.push(JSON.parse(String(data)) as Frame));
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    t.teardown(() => ws.terminate());
+    clients.set(u, { ws, frames });
+  }
+  // Wait until each socket's membership is loaded (a ping round trip, then the group is indexed).
+  await waitFor(() => c.wsConnections.groupSocketCount('g1') === 3, 'sockets indexed for g1');
+  const m = await send(c, 'p1', 'g1', 'hello everyone');
+  for (const [u, { frames }] of clients) {
+    const reply = await waitFor(
+      () => frames.find((f) => f.type === 'message' && (f.data as Message).msg_type === 'AI_REPLY'),
+      `AI reply pushed to ${u}`,
+    );
+    t.equal((reply.data as Message).msg_content, 'answer for everyone', `${u} got the reply`);
+    t.ok(
+      frames.some((f) => f.type === 'ai_status' && f.status === 'thinking' && f.user_message_id === m.message_id && f.group_id === 'g1'),
+      `${u} got ai_status thinking`,
+    );
+  }
+  // A failure is visible to the doctor too.
+  fake.respond({ status: 400 });
+  const m2 = await send(c, 'p1', 'g1', 'this one fails');
+  const doc = clients.get('doc1')!;
+  await waitFor(() => doc.frames.some((f) => f.type === 'ai_status' && f.status === 'failed' && f.user_message_id === m2.message_id), 'failed frame to the doctor');
+});
+
+t.test('metrics: AI calls by outcome and latency', { skip: PLUGINS.metrics ? false : 'metrics plugin not registered' }, async (t) => {
+  const fake = await startFakeAi(t);
+  const { c } = await boot(t, fake, { plugins: [...CORE, 'metrics', 'ai-router'] });
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  const m = await send(c, 'p1', 'g1', 'count me');
+  await finalRecord(c, m.message_id);
+  const text = await c.metricsRegistry.metrics();
+  t.match(text, /im_ai_calls_total\{outcome="succeeded"\} 1/);
+  t.match(text, /im_ai_call_duration_seconds_count\{outcome="succeeded"\} 1/);
+});
