@@ -190,13 +190,13 @@ export class MemoryStorage implements Storage {
       messages: {
         async append(m: NewMessage): Promise<AppendResult> {
           const st = s();
-          if (m.client_msg_id !== null) {
-            const key = `${m.group_id}\u0000${m.from_user_id}\u0000${m.client_msg_id}`;
+          const key = m.client_msg_id === null ? null : `${m.group_id}\u0000${m.from_user_id}\u0000${m.client_msg_id}`;
+          if (key !== null) {
             const existing = st.clientIds.get(key);
             if (existing) return { message: copy(st.messages.get(existing)!), created: false };
-            st.clientIds.set(key, m.message_id);
           }
           if (st.messages.has(m.message_id)) throw new ConflictError(`message '${m.message_id}' already exists`);
+          if (key !== null) st.clientIds.set(key, m.message_id);
           let list = st.byGroup.get(m.group_id);
           if (!list) {
             list = [];
