@@ -1,7 +1,10 @@
 import t from 'tap';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
-import { bootKernel } from '../helpers/boot.js';
+import { admin, bootKernel } from '../helpers/boot.js';
+import { startFakeAi, waitFor } from '../helpers/fake-ai.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 const PUBLIC = new URL('../../../plugins/console/public/', import.meta.url);
 
@@ -119,5 +122,164 @@ t.test('dev tokens: signed by authService when enabled, validated, refused under
     config: { http: { port: 0, host: '127.0.0.1' } },
   });
   t.equal(prodOff.kernel.state, 'started', 'production without devTokens starts');
-  void tokenFor;
+});
+
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/**
+ * The browser test needs Debian's chromium and playwright-core (.ci/run installs both).
+ * Under CI a missing browser is a failure; on a developer machine without it the test is skipped.
+ */
+async function loadPlaywright(): Promise<{ pw: typeof import('playwright-core') | null; missing: string | null }> {
+  let pw: typeof import('playwright-core') | null = null;
+  try {
+    pw = await import('playwright-core');
+  } catch {
+    return { pw: null, missing: 'playwright-core is not installed' };
+  }
+  if (!existsSync(CHROMIUM)) return { pw, missing: `${CHROMIUM} is missing (apt-get install chromium)` };
+  return { pw, missing: null };
+}
+const { pw: playwright, missing: browserMissing } = await loadPlaywright();
+const skipBrowser = browserMissing !== null && process.env.CI !== 'true' ? `browser test skipped outside CI: ${browserMissing}` : false;
+
+t.test('end to end in headless Chromium: patient and doctor pages, live messages, AI replies, text only, reconnect + sync', { skip: skipBrowser }, async (t) => {
+  if (!playwright || browserMissing) {
+    t.fail(`browser test cannot run under CI: ${browserMissing}`);
+    return;
+  }
+
+  const ai = await startFakeAi(t);
+  ai.respond((req) => ({ delayMs: 300, body: { reply: `AI: noted "${req.json?.message?.msg_content}"` } }));
+  const { baseUrl, booted } = await bootHttp(t, {
+    plugins: ['auth', 'users', 'groups', 'chat', 'http', 'ws', 'ai-router', 'console'],
+    adapters: { storage: 'memory', 'ai-provider': 'webhook' },
+    config: {
+      ai: { url: ai.url },
+      'ai-router': { maxAttempts: 1 },
+      console: { devTokens: true },
+    },
+  });
+  const c = booted.c;
+  await c.userService.create(admin, { user_id: 'pat-1', username: 'Pat Patient', user_role: 'PATIENT' });
+  await c.userService.create(admin, { user_id: 'doc-1', username: 'Dr. Doe', user_role: 'DOCTOR' });
+  await c.userService.create(admin, { user_id: 'ai-1', username: 'Assistant', user_role: 'AI_ASSISTANT' });
+  await c.groupService.create(admin, { group_id: 'consult-1', group_name: 'Consultation #1', description: 'Knee pain', members: ['pat-1', 'doc-1', 'ai-1'] });
+  const patToken = await tokenFor(c, 'pat-1');
+  const serverMessages = async (): Promise<Array<{ seq: number; msg_content: string; msg_type: string }>> =>
+    (await c.chatService.list(admin, { group_id: 'consult-1', limit: 200 })).messages;
+
+  // the doctor's page goes through a TCP proxy, so the test can cut its connections
+  const proxy = await startTcpProxy(t, Number(new URL(baseUrl).port));
+  const doctorBase = `http://127.0.0.1:${proxy.port}`;
+
+  const browser = await playwright.chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  t.teardown(() => browser.close());
+  const pageErrors: string[] = [];
+  const newPage = async () => {
+    const context = await browser.newContext({ viewport: { width: 1200, height: 760 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(20_000);
+    page.on('pageerror', (err) => pageErrors.push(err.message));
+    page.on('dialog', (d) => {
+      pageErrors.push(`dialog: ${d.message()}`);
+      void d.dismiss();
+    });
+    return page;
+  };
+  type Page = Awaited<ReturnType<typeof newPage>>;
+  const contents = (page: Page) => page.$$eval('#messages .msg .content', (els) => els.map((e) => e.textContent ?? ''));
+  const seqs = (page: Page) => page.$$eval('#messages .msg', (els) => els.map((e) => Number((e as HTMLElement).dataset.seq)));
+  const hasText = (page: Page, text: string) =>
+    page.waitForFunction((txt) => Array.from(document.querySelectorAll('#messages .msg .content')).some((e) => e.textContent === txt), text);
+
+  // patient: pastes a token
+  const patient = await newPage();
+  await patient.goto(`${baseUrl}/console`);
+  await patient.fill('#token-input', patToken);
+  await patient.click('#token-form button[type=submit]');
+  await patient.waitForSelector('#conn[data-state=online]');
+  t.match(await patient.textContent('#whoami'), /Pat Patient \(pat-1\)\s*patient/, 'patient signed in, role badge shown');
+
+  // doctor: the development sign-in (config console.devTokens)
+  const doctor = await newPage();
+  await doctor.goto(`${doctorBase}/console`);
+  await doctor.waitForSelector('#dev-form:not([hidden])');
+  await doctor.fill('#dev-user', 'doc-1');
+  await doctor.click('#dev-form button[type=submit]');
+  await doctor.waitForSelector('#conn[data-state=online]');
+  t.match(await doctor.textContent('#whoami'), /Dr\. Doe \(doc-1\)\s*doctor/, 'doctor signed in with a dev token');
+
+  for (const page of [patient, doctor]) {
+    await page.click('button.group[data-group-id="consult-1"]');
+    await page.waitForSelector('#room-members .member[data-user-id="ai-1"]');
+    const roles = await page.$$eval('#room-members .member', (els) => els.map((e) => `${(e as HTMLElement).dataset.userId}:${e.querySelector('.badge')?.textContent}`));
+    t.same(roles.sort(), ['ai-1:AI assistant', 'doc-1:doctor', 'pat-1:patient'], 'role badges from the members list');
+  }
+
+  // patient -> doctor, and the fake AI's reply on both pages
+  await patient.fill('#composer-input', 'Hello doctor, my knee hurts');
+  await patient.press('#composer-input', 'Enter');
+  await hasText(doctor, 'Hello doctor, my knee hurts');
+  const reply = 'AI: noted "Hello doctor, my knee hurts"';
+  for (const page of [patient, doctor]) {
+    await hasText(page, reply);
+    const ai = page.locator('#messages .msg.ai-reply');
+    t.equal(await ai.count(), 1, 'the AI reply is shown distinctly');
+    t.match(await ai.locator('.meta').textContent(), /ai-1\s*AI assistant\s*AI reply/);
+  }
+  await patient.waitForSelector('#messages .msg.mine[data-seq="1"] .ack');
+  t.equal(await patient.locator('#pending li').count(), 0, 'nothing left unacknowledged');
+  t.equal(ai.requests.length, 1, 'one AI call');
+
+  // doctor -> patient: markup is shown as text, never run or parsed
+  const evil = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"><b>bold?</b>';
+  await doctor.fill('#composer-input', evil);
+  await doctor.click('#send');
+  await hasText(patient, evil);
+  for (const page of [patient, doctor]) {
+    t.equal(await page.locator('#messages script, #messages img, #messages b').count(), 0, 'no element made from message content');
+    t.equal(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned), undefined, 'nothing ran');
+  }
+
+  // the doctor's connection drops (and stays down for a while): the page shows it and reconnects by itself
+  proxy.refuse(true);
+  proxy.dropAll();
+  await doctor.waitForSelector('#conn[data-state="offline"], #conn[data-state="reconnecting"]');
+  t.match(await doctor.textContent('#conn'), /offline|reconnecting/, 'the drop is visible');
+  for (const text of ['while you were away 1', 'while you were away 2']) {
+    await patient.fill('#composer-input', text);
+    await patient.press('#composer-input', 'Enter');
+    await hasText(patient, text);
+  }
+  // both messages and both AI replies are stored before the doctor comes back
+  await waitFor(async () => (await serverMessages()).length === 7, 'seven messages stored', 20_000);
+  proxy.refuse(false);
+  await doctor.waitForSelector('#conn[data-state=online]', { timeout: 30_000 });
+  await hasText(doctor, 'AI: noted "while you were away 2"');
+  const expected = (await serverMessages()).map((m) => m.msg_content);
+  await waitFor(async () => (await contents(doctor)).length === expected.length, 'doctor caught up');
+  t.same(await contents(doctor), expected, 'after reconnect + sync: every message once, in seq order');
+  t.same(await seqs(doctor), [1, 2, 3, 4, 5, 6, 7], 'no gap, no duplicate');
+  await waitFor(async () => (await contents(patient)).length === expected.length, 'patient has everything');
+  t.same(await contents(patient), expected);
+  t.same(await seqs(patient), [1, 2, 3, 4, 5, 6, 7]);
+
+  // and the doctor can send again on the new connection
+  await doctor.fill('#composer-input', 'Back online');
+  await doctor.press('#composer-input', 'Enter');
+  await hasText(patient, 'Back online');
+
+  t.same(pageErrors, [], 'no page errors');
+  await patient.screenshot({ path: '/tmp/console.png' });
+  await doctor.screenshot({ path: '/tmp/console-doctor.png' });
 });

@@ -92,6 +92,7 @@ function newGroupState(group) {
     syncing: false,
     resync: false,
     els: new Map(), // message_id -> rendered <li>
+    lastMsgAt: 0, // when the last message was added (ms)
   };
 }
 
@@ -169,7 +170,10 @@ function renderSession() {
   $('admin-tab').hidden = !S.me.admin;
   const who = $('whoami');
   const name = S.user && S.user.username !== S.me.user_id ? `${S.user.username} (${S.me.user_id})` : S.me.user_id;
-  who.replaceChildren(h('span', { class: 'who', text: name }), S.user ? roleBadge(S.user.user_role) : null, S.me.admin ? h('span', { class: 'badge admin', text: 'admin' }) : null);
+  const parts = [h('span', { class: 'who', text: name })];
+  if (S.user) parts.push(roleBadge(S.user.user_role));
+  if (S.me.admin) parts.push(h('span', { class: 'badge admin', text: 'admin' }));
+  who.replaceChildren(...parts);
 }
 
 function showView(view) {
@@ -237,8 +241,31 @@ function renderConn(state, info) {
   $('conn-text').textContent = text();
   if (state === 'offline' && info.retryAt) connTicker = setInterval(() => ($('conn-text').textContent = text()), 500);
   $('conn-toggle').textContent = info.paused ? 'Connect' : 'Disconnect';
-  $('conn-toggle').hidden = Boolean(info.fatal);
+  $('conn-toggle').hidden = Boolean(info.fatal) || info.reason === 'stopped';
   if (info.fatal) showError(`Live connection closed: ${info.reason}. Sign in again.`);
+  if (state === 'offline' && !info.paused && !info.fatal && info.attempt >= 2) probeToken();
+}
+
+/**
+ * A refused upgrade looks like any network failure to a browser: after a few
+ * failed attempts, ask the HTTP API whether the token is still accepted.
+ */
+let probing = false;
+function probeToken() {
+  if (probing || !S.me) return;
+  probing = true;
+  api
+    .groupsOf(S.me.user_id)
+    .catch((err) => {
+      if (err instanceof ApiError && err.code === 'UNAUTHENTICATED' && S.live) {
+        S.live.stop();
+        showError(`${describeError(err)}. Sign in again.`);
+        $('conn-text').textContent = 'offline: token rejected';
+      }
+    })
+    .finally(() => {
+      probing = false;
+    });
 }
 
 $('conn-toggle').addEventListener('click', () => {
@@ -380,6 +407,7 @@ function addMessages(g, list, { fromSync = false } = {}) {
     if (m.from_user_id === S.me.user_id && m.client_msg_id) g.pending.delete(m.client_msg_id);
     if (m.msg_type === 'AI_REPLY') answerOldestThinking(g);
     if (g !== currentGroup() && m.from_user_id !== S.me.user_id) g.unread++;
+    g.lastMsgAt = Date.now();
     added++;
   }
   if (g.minSeq === null) g.minSeq = g.msgs.size ? Math.min(...g.msgs.keys()) : g.lastSeq + 1;
@@ -688,14 +716,20 @@ function renderPending(g) {
   );
 }
 
+/** The bar under the timeline: 'thinking' while a call runs; otherwise the latest status until the next message. */
 function renderAiBar(g) {
   const bar = $('ai-status');
   let latest = null;
-  for (const s of g.ai.values()) if (!latest || s.at >= latest.at) latest = s;
-  bar.hidden = !latest;
-  if (!latest) return;
-  bar.dataset.status = latest.status;
-  bar.textContent = AI_STATUS_TEXT[latest.status] ?? `AI: ${latest.status}`;
+  let thinking = false;
+  for (const s of g.ai.values()) {
+    if (s.status === 'thinking') thinking = true;
+    if (!latest || s.at >= latest.at) latest = s;
+  }
+  const status = thinking ? 'thinking' : latest && latest.at >= g.lastMsgAt ? latest.status : null;
+  bar.hidden = !status;
+  if (!status) return;
+  bar.dataset.status = status;
+  bar.textContent = AI_STATUS_TEXT[status] ?? `AI: ${status}`;
 }
 
 $('load-older').addEventListener('click', () => {
