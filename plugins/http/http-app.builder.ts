@@ -32,6 +32,7 @@ function state(ctx: Ctx): State {
 export function sendError(ctx: Ctx, err: AppError, status = err.status): void {
   ctx.status = status;
   if (err instanceof RateLimitedError) ctx.set('Retry-After', String(err.retryAfterSeconds));
+  if (err.code === 'UNAUTHENTICATED') ctx.set('WWW-Authenticate', 'Bearer');
   ctx.body = err.toJSON();
 }
 

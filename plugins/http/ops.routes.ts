@@ -81,7 +81,7 @@ export function opsRoutes(deps: OpsDeps): RouteDefinition[] {
       path: '/healthz',
       auth: 'none',
       summary: 'Liveness: 200 while the process runs',
-      tags: ['ops'],
+      tags: ['operations'],
       schemas: { response: healthDoc },
       handler: async () => ({ status: 200, body: { status: 'ok' } }),
     },
@@ -90,7 +90,7 @@ export function opsRoutes(deps: OpsDeps): RouteDefinition[] {
       path: '/readyz',
       auth: 'none',
       summary: 'Readiness: 200 when storage and every enabled broker answer; 503 listing the failing checks otherwise',
-      tags: ['ops'],
+      tags: ['operations'],
       schemas: { response: readyDoc },
       handler: async (req) => {
         if (deps.draining()) throw new UnavailableError('shutting down');
@@ -121,7 +121,7 @@ export function opsRoutes(deps: OpsDeps): RouteDefinition[] {
       path: '/openapi.json',
       auth: 'none',
       summary: 'This OpenAPI 3 document, generated from the route table and its joi schemas',
-      tags: ['ops'],
+      tags: ['operations'],
       handler: async () => ({ status: 200, body: deps.openApi() }),
     },
     {

@@ -322,6 +322,7 @@ t.test('http transport', async (t) => {
       expectError(await anon.post('/api/user', { user_id: 'zz', username: 'z' }, headers), 401, 'UNAUTHENTICATED', `POST user, ${name}`);
     }
     t.equal((await A.get('/api/user/zz')).status, 404, 'nothing was created by rejected calls');
+    t.equal((await anon.get('/api/user/p1')).headers.get('www-authenticate'), 'Bearer', 'WWW-Authenticate on 401');
     const lower = await anon.get('/api/user/p1', { authorization: `bearer ${tok.p1}` });
     t.equal(lower.status, 200, 'scheme is case-insensitive');
     t.equal((await anon.get('/healthz')).status, 200, 'ops endpoints need no token');
