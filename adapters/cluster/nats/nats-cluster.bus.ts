@@ -17,8 +17,10 @@ export interface ClusterBusStatus {
  * event published locally goes to `<prefix>.<event name>` tagged with this
  * instance's id; events from other instances are republished on the local bus
  * with origin 'remote' (own ones are never echoed back). NATS core does not
- * persist: events published while a connection is down are not replayed, so
- * clients close gaps with `sync` (seq makes every gap visible).
+ * persist: events published by other instances while this connection is down
+ * are lost for this instance's sockets, so clients close gaps with `sync`
+ * (seq makes every gap visible). This instance's own events of that time are
+ * kept in a bounded outbox and sent once reconnected.
  */
 export class NatsClusterBus implements ClusterBusStatus {
   readonly impl = 'nats';
@@ -28,6 +30,9 @@ export class NatsClusterBus implements ClusterBusStatus {
   private stopping: Promise<void> | null = null;
   private connectedFlag = false;
   private failedAttempts = 0;
+  /** Local events published while disconnected, sent once reconnected (the NATS client drops its own buffer on each dial). */
+  private outbox: Array<{ subject: string; data: string }> = [];
+  private outboxDropped = 0;
 
   constructor(
     private readonly deps: { bus: MessageBus; instanceId: string; logger: Logger },
@@ -110,7 +115,8 @@ export class NatsClusterBus implements ClusterBusStatus {
           case 'reconnect':
             this.connectedFlag = true;
             this.failedAttempts = 0;
-            logger.info({ server: s.server }, 'cluster bus: reconnected to NATS');
+            logger.info({ server: s.server, queued: this.outbox.length, dropped: this.outboxDropped }, 'cluster bus: reconnected to NATS');
+            this.flushOutbox();
             break;
           case 'reconnecting':
             logger.debug('cluster bus: reconnect attempt');
@@ -145,12 +151,38 @@ export class NatsClusterBus implements ClusterBusStatus {
       name,
       payload: payload as unknown as Record<string, unknown>,
     };
+    let item: { subject: string; data: string };
     try {
-      // While reconnecting the client buffers outbound messages and sends them once reconnected.
-      this.nc.publish(`${this.opts.subjectPrefix}.${name}`, JSON.stringify(envelope));
+      item = { subject: `${this.opts.subjectPrefix}.${name}`, data: JSON.stringify(envelope) };
     } catch (err) {
-      this.deps.logger.warn({ err, event: name }, 'cluster bus: publish failed');
+      this.deps.logger.warn({ err, event: name }, 'cluster bus: event is not serializable, not relayed');
+      return;
     }
+    if (!this.connectedFlag) {
+      // Bounded: past the limit the oldest are dropped (clients close such gaps with sync).
+      this.outbox.push(item);
+      if (this.outbox.length > this.opts.outboxMaxEvents) {
+        this.outbox.shift();
+        this.outboxDropped++;
+      }
+      return;
+    }
+    this.publish(item);
+  }
+
+  private publish(item: { subject: string; data: string }): void {
+    try {
+      this.nc?.publish(item.subject, item.data);
+    } catch (err) {
+      this.deps.logger.warn({ err, subject: item.subject }, 'cluster bus: publish failed');
+    }
+  }
+
+  private flushOutbox(): void {
+    const items = this.outbox.splice(0);
+    if (this.outboxDropped > 0) this.deps.logger.warn({ dropped: this.outboxDropped }, 'cluster bus: events dropped while disconnected (outbox full)');
+    this.outboxDropped = 0;
+    for (const item of items) this.publish(item);
   }
 
   private receive(err: Error | null, msg: Msg): void {

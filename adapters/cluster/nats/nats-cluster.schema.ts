@@ -15,6 +15,8 @@ export interface NatsClusterOptions {
   connectTimeoutMs: number;
   /** On stop: how long draining (deliver what is pending, then close) may take before the connection is closed outright. */
   drainTimeoutMs: number;
+  /** Local events kept while disconnected, sent after the reconnect; beyond it the oldest are dropped. */
+  outboxMaxEvents: number;
 }
 
 const serverUrl = Joi.string().pattern(/^(nats|tls|ws|wss):\/\/\S+$|^[A-Za-z0-9.-]+:\d+$/);
@@ -40,6 +42,7 @@ export const natsClusterOptionsSchema = Joi.object<NatsClusterOptions>({
   reconnectMaxMs: Joi.number().integer().min(10).max(600_000).default(10_000),
   connectTimeoutMs: Joi.number().integer().min(100).max(120_000).default(5_000),
   drainTimeoutMs: Joi.number().integer().min(0).max(60_000).default(5_000),
+  outboxMaxEvents: Joi.number().integer().min(0).max(1_000_000).default(10_000),
 });
 
 /** What travels on NATS: one bus event and the instance that published it. */

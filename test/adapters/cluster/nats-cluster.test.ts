@@ -1,0 +1,171 @@
+import { randomBytes } from 'node:crypto';
+import t from 'tap';
+import type { Test } from 'tap';
+import { connect } from '@nats-io/transport-node';
+import { admin, as, bootKernel, seedGroup } from '../../helpers/boot.js';
+import { api, bootHttp, tokenFor } from '../../helpers/http.js';
+import { createTestDatabase, requireService, SERVICES } from '../../helpers/services.js';
+import { startTcpProxy, waitFor } from '../../helpers/tcp-proxy.js';
+import { connectWs, type Frame, type WsTestClient } from '../../helpers/ws-client.js';
+import type { Cradle } from '../../../kernel/container.js';
+import type { Message } from '../../../kernel/domain.js';
+import '../../../plugins/ws/ws.public.js';
+import '../../../adapters/cluster/nats/nats-cluster.adapter.js';
+
+const PLUGINS = ['auth', 'users', 'groups', 'chat', 'http', 'ws'];
+const isMessage = (id: string) => (f: Frame) => f.type === 'message' && f.data.message_id === id;
+
+async function instance(t: Test, id: string, dbUrl: string, cluster: Record<string, unknown>) {
+  const { booted, baseUrl } = await bootHttp(t, {
+    plugins: PLUGINS,
+    adapters: { storage: 'sequelize', cluster: 'nats' },
+    config: { instanceId: id, storage: { url: dbUrl }, cluster },
+  });
+  return { c: booted.c, kernel: booted.kernel, baseUrl };
+}
+
+async function open(t: Test, c: Cradle, baseUrl: string, userId: string): Promise<WsTestClient> {
+  return connectWs(t, baseUrl, userId, await tokenFor(c, userId));
+}
+
+const send = (c: Cradle, from: string, group: string, text: string): Promise<Message> =>
+  c.chatService.send(as(from), { group_id: group, msg_content: text }, { transport: 'test' }).then((r) => r.message);
+
+t.test('options: the URL comes from cluster.url or nats.url and is required', async (t) => {
+  const missing = await bootKernel(t, { adapters: { storage: 'memory', cluster: 'nats' }, noStart: true });
+  await t.rejects(missing.kernel.start(), /cluster: url: is required: set cluster.url, nats.url or IM_NATS_URL/);
+  const bad = await bootKernel(t, { adapters: { storage: 'memory', cluster: 'nats' }, config: { cluster: { url: 'http://x' } }, noStart: true });
+  await t.rejects(bad.kernel.start(), /cluster: url: 'http:\/\/x' is not a NATS URL/);
+  if (!(await requireService(t, 'nats'))) return;
+  const shared = await bootKernel(t, {
+    adapters: { storage: 'memory', cluster: 'nats' },
+    config: { nats: { url: SERVICES.nats.url }, cluster: { subjectPrefix: `im.test.${randomBytes(4).toString('hex')}` } },
+  });
+  t.equal(shared.c.clusterBus.connected, true, 'connected with nats.url');
+  await shared.kernel.stop();
+  t.equal(shared.c.clusterBus.connected, false, 'disconnected after stop');
+  const down = await bootKernel(t, {
+    adapters: { storage: 'memory', cluster: 'nats' },
+    config: { cluster: { url: 'nats://127.0.0.1:1', connectTimeoutMs: 500 } },
+    noStart: true,
+  });
+  await t.rejects(down.kernel.start(), /cannot connect to NATS at nats:\/\/127\.0\.0\.1:1/, 'unreachable NATS fails start with one clear line');
+});
+
+t.test('two instances, one PostgreSQL, one NATS', async (t) => {
+  if (!(await requireService(t, 'nats'))) return;
+  const dbUrl = await createTestDatabase(t);
+  if (!dbUrl) return;
+  const prefix = `im.test.${randomBytes(4).toString('hex')}`;
+  // B reaches NATS through a proxy, so the test can cut its connection without touching the shared server
+  const proxy = await startTcpProxy(t, SERVICES.nats.port);
+  const A = await instance(t, 'inst-a', dbUrl, { url: SERVICES.nats.url, subjectPrefix: prefix });
+  const B = await instance(t, 'inst-b', dbUrl, {
+    url: `nats://127.0.0.1:${proxy.port}`,
+    subjectPrefix: prefix,
+    reconnectMinMs: 50,
+    reconnectMaxMs: 200,
+  });
+  await seedGroup(A.c, 'g1', ['pat1', 'doc1']);
+  await seedGroup(A.c, 'g2', ['doc2']);
+
+  const onA = await open(t, A.c, A.baseUrl, 'pat1');
+  const onB = await open(t, B.c, B.baseUrl, 'doc1');
+  await waitFor(() => A.c.wsConnections.groupSocketCount('g1') === 1 && B.c.wsConnections.groupSocketCount('g1') === 1, 'sockets indexed');
+
+  // A -> B (sent over WS on A) and B -> A (sent over HTTP on B)
+  const ack = await onA.request({ type: 'send', group_id: 'g1', msg_content: 'from A', client_msg_id: 'a-1' }, (f) => f.type === 'ack', 'ack on A');
+  const fromA = await onB.next(isMessage(ack.data.message_id), 'the message sent on A reaches the socket on B');
+  t.same(fromA.data, ack.data, 'same message, same seq');
+  const res = await api(B.baseUrl, await tokenFor(B.c, 'doc1')).post('/api/message/send', { group_id: 'g1', msg_content: 'from B' });
+  t.equal(res.status, 201);
+  await onA.next(isMessage(res.body.message_id), 'the message sent on B reaches the socket on A');
+  t.equal(res.body.seq, ack.data.seq + 1, 'one seq sequence across instances (shared database)');
+
+  // membership changes made on A take effect on B's index at once
+  await A.c.userService.create(admin, { user_id: 'pat2', username: 'pat2' });
+  const p2 = await open(t, B.c, B.baseUrl, 'pat2');
+  await A.c.groupService.addMember(admin, 'g1', { user_id: 'pat2' });
+  await p2.next((f) => f.type === 'member_joined' && f.data.user_id === 'pat2', 'member_joined relayed to B');
+  await onB.next((f) => f.type === 'member_joined' && f.data.user_id === 'pat2', 'other members on B see it');
+  const welcome = await send(A.c, 'pat1', 'g1', 'welcome');
+  await p2.next(isMessage(welcome.message_id), 'the added member on B receives messages of A');
+  await A.c.groupService.removeMember(admin, 'g1', 'pat2');
+  await p2.next((f) => f.type === 'member_left' && f.data.user_id === 'pat2', 'member_left relayed to B');
+  await waitFor(() => B.c.wsConnections.groupSocketCount('g1') === 1, 'B stopped indexing pat2 under g1');
+
+  // group.notify (the AI layer's ai_status) crosses instances too
+  const frame = { type: 'ai_status', group_id: 'g1', user_message_id: welcome.message_id, status: 'thinking' };
+  A.c.bus.publish('group.notify', { group_id: 'g1', frame });
+  t.same(await onB.next((f) => f.type === 'ai_status', 'ai_status on B'), frame);
+
+  // no echo: A's sockets got each of A's messages exactly once
+  const markerA = await send(A.c, 'pat1', 'g1', 'marker');
+  await onA.next(isMessage(markerA.message_id), 'marker on A');
+  await onB.next(isMessage(markerA.message_id), 'marker on B');
+  for (const id of [ack.data.message_id, welcome.message_id, markerA.message_id]) {
+    t.equal(onA.frames.filter(isMessage(id)).length, 1, `one frame on A for ${id}`);
+    t.equal(onB.frames.filter(isMessage(id)).length, 1, `one frame on B for ${id}`);
+  }
+
+  // broker payloads are validated; own-instance events and garbage are dropped
+  const raw = await connect({ servers: SERVICES.nats.url });
+  t.teardown(() => raw.close());
+  const fake = (instance_id: string, message_id: string) =>
+    JSON.stringify({ v: 1, instance_id, name: 'message.stored', payload: { message: { ...markerA, message_id, seq: 999 }, transport: 'x' } });
+  raw.publish(`${prefix}.message.stored`, fake('inst-b', 'own-echo'));
+  raw.publish(`${prefix}.message.stored`, '{not json');
+  raw.publish(`${prefix}.message.stored`, JSON.stringify({ v: 1, instance_id: 'x', name: 'message.stored', payload: { message: { seq: 'one' } } }));
+  raw.publish(`${prefix}.message.stored`, fake('inst-z', 'from-z'));
+  await raw.flush();
+  await onB.next(isMessage('from-z'), 'a valid event of another instance is delivered');
+  t.notOk(onB.frames.some(isMessage('own-echo')), 'an event carrying B’s own instance id is ignored');
+
+  // readiness includes the cluster bus
+  t.equal((await api(B.baseUrl).get('/readyz')).status, 200, 'B ready');
+
+  // NATS connection loss on B: /readyz says so, events published meanwhile are lost for B
+  // (NATS core keeps nothing) and the client closes the gap with sync; B's own sends are
+  // buffered by the client and go out after the reconnect; delivery resumes.
+  proxy.refuse(true);
+  proxy.dropAll();
+  await waitFor(() => !B.c.clusterBus.connected, 'B notices the connection loss');
+  t.equal((await api(B.baseUrl).get('/readyz')).status, 503, 'B not ready while NATS is unreachable');
+  const lost = await send(A.c, 'pat1', 'g1', 'while B is cut off');
+  const buffered = await send(B.c, 'doc1', 'g1', 'sent on B while cut off');
+  proxy.refuse(false);
+  await waitFor(() => B.c.clusterBus.connected, 'B reconnects (backoff)', 30_000);
+  await onA.next(isMessage(buffered.message_id), "B's send made during the outage reaches A after the reconnect");
+  // B's subscription is re-established with the reconnect; probe until an event from A arrives
+  let probes = 0;
+  await waitFor(
+    () => {
+      A.c.bus.publish('group.notify', { group_id: 'g1', frame: { type: 'probe', n: probes++ } });
+      return onB.of('probe').length > 0;
+    },
+    'events from A reach B again',
+    30_000,
+    100,
+  );
+  const after = await send(A.c, 'pat1', 'g1', 'after the reconnect');
+  const seen = await onB.next(isMessage(after.message_id), 'delivery from A to B resumed');
+  t.notOk(onB.frames.some(isMessage(lost.message_id)), 'the message published during the outage was not relayed');
+  const lastBefore = Math.max(...onB.of('message').filter((f) => f.data.seq < lost.seq).map((f) => f.data.seq as number));
+  t.ok(seen.data.seq > lastBefore + 1, 'the client sees a seq gap');
+  const sync = await onB.request({ type: 'sync', group_id: 'g1', after_seq: lastBefore }, (f) => f.type === 'sync', 'sync closes the gap');
+  t.ok(
+    sync.data.some((m: Message) => m.message_id === lost.message_id),
+    'sync returns the missed message',
+  );
+  t.equal((await api(B.baseUrl).get('/readyz')).status, 200, 'B ready again');
+
+  // stop drains and does not reconnect
+  await B.kernel.stop();
+  t.equal(B.c.clusterBus.connected, false);
+  await waitFor(() => proxy.connections === 0, 'B closed its NATS connection');
+  const afterStop = await send(A.c, 'pat1', 'g1', 'B is gone');
+  await onA.next(isMessage(afterStop.message_id), 'A keeps working alone');
+  t.equal(proxy.connections, 0, 'no reconnect after stop');
+  await A.kernel.stop();
+  t.equal(A.c.clusterBus.connected, false);
+});
