@@ -279,6 +279,40 @@ t.test('end to end in headless Chromium: patient and doctor pages, live messages
   await doctor.press('#composer-input', 'Enter');
   await hasText(patient, 'Back online');
 
+  // admin view (an admin dev token): AI interaction records, create a user and a group, add a member
+  const adminPage = await newPage();
+  await adminPage.goto(`${baseUrl}/console`);
+  await adminPage.waitForSelector('#dev-form:not([hidden])');
+  await adminPage.fill('#dev-user', 'ops');
+  await adminPage.check('#dev-admin');
+  await adminPage.click('#dev-form button[type=submit]');
+  await adminPage.waitForSelector('#admin-view:not([hidden])');
+  await adminPage.waitForFunction(() => document.querySelectorAll('#records-table tbody tr').length === 3);
+  const rows = await adminPage.$$eval('#records-table tbody tr', (trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent ?? '')));
+  for (const row of rows) {
+    t.equal(row[1], 'consult-1');
+    t.equal(row[2], 'succeeded', 'record status');
+    t.match(row[3], /^\d+(\.\d+)? (ms|s)$/, 'record duration');
+  }
+  const submit = async (form: string, fields: Record<string, string>, outcome: 'ok' | 'error'): Promise<string> => {
+    for (const [name, value] of Object.entries(fields)) {
+      const field = adminPage.locator(`#${form} [name="${name}"]`);
+      if ((await field.evaluate((e) => e.tagName)) === 'SELECT') await field.selectOption(value);
+      else await field.fill(value);
+    }
+    await adminPage.click(`#${form} button[type=submit]`);
+    await adminPage.waitForSelector(`#${form} .result.${outcome}`);
+    return (await adminPage.textContent(`#${form} .result`)) ?? '';
+  };
+  t.equal(await submit('create-user', { user_id: 'pat-2', username: 'Second Patient', user_role: 'PATIENT' }, 'ok'), 'Created pat-2 (patient).');
+  t.match(await submit('create-user', { user_id: 'pat-2', username: 'Again', user_role: 'DOCTOR' }, 'error'), /^Already exists: .*pat-2/, 'API errors are shown readably');
+  t.equal(await submit('create-group', { group_name: 'Follow-up', group_id: 'consult-2', members: 'pat-2, doc-1' }, 'ok'), 'Created group consult-2 (Follow-up).');
+  await doctor.waitForSelector('button.group[data-group-id="consult-2"]');
+  t.pass('the new group appears in the doctor\'s list by itself (member_joined)');
+  t.equal(await submit('add-member', { group_id: 'consult-2', user_id: 'ai-1' }, 'ok'), 'Added ai-1 to consult-2 as AI assistant.');
+  t.equal((await c.groupService.listMembers(admin, 'consult-2')).length, 3);
+  await adminPage.screenshot({ path: '/tmp/console-admin.png' });
+
   t.same(pageErrors, [], 'no page errors');
   await patient.screenshot({ path: '/tmp/console.png' });
   await doctor.screenshot({ path: '/tmp/console-doctor.png' });
