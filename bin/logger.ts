@@ -35,14 +35,15 @@ export const REDACTED_PATHS = [
 
 /**
  * JSON lines (pino) on stdout: `level` as a label, ISO `time`, `pid`,
- * `hostname`, `instance_id` when configured, then the fields of each call
- * (plugin, request_id, user_id, ...). Writes are asynchronous: call `flush`
- * before exiting (bin/main.ts does).
+ * `hostname`, then the fields of each call (plugin, req_id, user_id, ...).
+ * The instance id is not a base field (units log `instance_id` themselves and
+ * a line must not carry a key twice); `hostname` + `pid` identify the process.
+ * Writes are asynchronous: call `flush` before exiting (bin/main.ts does).
  */
-export function createLogger(level: string, bindings: { instance_id?: string } = {}): ProcessLogger {
+export function createLogger(level: string): ProcessLogger {
   return pino({
     level,
-    base: { pid: process.pid, hostname: hostname(), ...(bindings.instance_id ? { instance_id: bindings.instance_id } : {}) },
+    base: { pid: process.pid, hostname: hostname() },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },

@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     process.stderr.write(`config error: ${oneLine(err)}\n`);
     process.exit(1);
   }
-  const logger = createLogger(config.log.level, { instance_id: config.instanceId });
+  const logger = createLogger(config.log.level);
   const deadlineMs = shutdownDeadlineMs(config);
 
   let kernel: Kernel | undefined;
