@@ -8,6 +8,9 @@ import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 const PUBLIC = new URL('../../../plugins/console/public/', import.meta.url);
 
+// A real browser on a busy 2-core machine: allow what the tap config allows (run directly with node, the default is 30 s).
+t.setTimeout(120_000);
+
 t.test('static files: page, assets, content types, caching, no traversal, hidden from OpenAPI', async (t) => {
   const { baseUrl } = await bootHttp(t, { plugins: ['auth', 'users', 'groups', 'chat', 'http', 'console'] });
 
