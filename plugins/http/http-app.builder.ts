@@ -79,6 +79,8 @@ export function requestContext(baseLogger: Logger, isDraining: () => boolean): K
 function handleError(ctx: Ctx, err: unknown): void {
   const { error, status } = classify(err);
   const st = state(ctx);
+  // a body left unread (auth failed first, wrong content type, too large) is not drained: close instead
+  if (hasBody(ctx.req) && !ctx.req.complete) ctx.set('Connection', 'close');
   if (status >= 500 && !(err instanceof AppError && err.code === 'UNAVAILABLE')) {
     st.logger.error({ err, route: st.route ?? null }, 'request failed');
   } else if (status === 503) {
@@ -129,21 +131,10 @@ export async function readJsonBody(ctx: Ctx, limit: number): Promise<unknown> {
     ctx.set('Connection', 'close');
     throw new PayloadTooLargeError(`request body over ${limit} bytes`);
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > limit) {
-        ctx.set('Connection', 'close');
-        throw new PayloadTooLargeError(`request body over ${limit} bytes`);
-      }
-      chunks.push(chunk);
-    }
-  } catch (err) {
-    if (err instanceof AppError) throw err;
-    throw new ValidationError('request body could not be read');
-  }
+  const { chunks, size } = await collect(req, limit).catch((err: unknown) => {
+    if (err instanceof PayloadTooLargeError) ctx.set('Connection', 'close');
+    throw err;
+  });
   if (size === 0) return undefined;
   let text: string;
   try {
@@ -156,6 +147,49 @@ export async function readJsonBody(ctx: Ctx, limit: number): Promise<unknown> {
   } catch {
     throw new InvalidJsonError();
   }
+}
+
+/**
+ * Buffers the request body up to `limit` bytes. Past the limit it stops
+ * listening and pauses the stream without destroying it, so the 413 answer
+ * can still be written (the connection is closed after it).
+ */
+function collect(req: IncomingMessage, limit: number): Promise<{ chunks: Buffer[]; size: number }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const cleanup = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        req.pause();
+        reject(new PayloadTooLargeError(`request body over ${limit} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      cleanup();
+      resolve({ chunks, size });
+    };
+    const onError = (): void => {
+      cleanup();
+      reject(new ValidationError('request body could not be read'));
+    };
+    const onClose = (): void => {
+      if (!req.complete) onError();
+    };
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onError);
+    req.once('close', onClose);
+  });
 }
 
 function bearer(ctx: Ctx): string {

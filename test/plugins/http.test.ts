@@ -674,6 +674,11 @@ t.test('options are validated', async (t) => {
   await t.rejects(bootHttp(t, { config: { http: { port: 'eighty' } } }), /http: port/);
   await t.rejects(bootHttp(t, { config: { http: { bodyLimit: 0 } } }), /http: bodyLimit/);
   await t.rejects(bootHttp(t, { config: { http: { nope: 1 } } }), /http: nope/);
+  const first = await bootHttp(t);
+  const port = first.booted.c.httpAddress.port;
+  t.ok(port > 0, 'port 0 binds an ephemeral port, published in httpAddress');
+  await t.rejects(bootHttp(t, { config: { http: { port } } }), /http: start failed: cannot listen on 127\.0\.0\.1:\d+/, 'port in use fails start');
+  t.equal((await api(first.baseUrl).get('/healthz')).status, 200, 'the first server still answers');
 });
 
 t.test('graceful stop: in-flight request completes, new connections refused, idempotent', async (t) => {
