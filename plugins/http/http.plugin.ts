@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { asValue } from 'awilix';
 import Koa from 'koa';
+import type { Logger } from '../../kernel/logger.js';
 import { definePlugin } from '../../kernel/plugin.js';
 import { validateOptions } from '../../lib/validate.js';
 import { chatOptionsSchema } from '../chat/chat.schema.js';
@@ -19,7 +20,7 @@ import { coreRoutes } from './core.routes.js';
 import { opsRoutes } from './ops.routes.js';
 import { buildOpenApi } from './openapi.builder.js';
 
-/** Per-kernel runtime state of the plugin (no module-level mutable state). */
+/** Runtime state of one kernel's http plugin. */
 interface Runtime {
   handler: ((req: IncomingMessage, res: ServerResponse) => Promise<void>) | null;
   app: Koa;
@@ -33,6 +34,7 @@ interface Runtime {
   openApi: unknown;
 }
 
+/** Keyed by the kernel's container, so two kernels in one process never share state. */
 const runtimes = new WeakMap<object, Runtime>();
 
 /**
@@ -146,7 +148,7 @@ export const httpPlugin = definePlugin<HttpOptions>({
 });
 
 /** Stop accepting, let in-flight requests finish (bounded), close keep-alive connections. */
-async function drain(rt: Runtime, graceMs: number, logger: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void }): Promise<void> {
+async function drain(rt: Runtime, graceMs: number, logger: Logger): Promise<void> {
   rt.draining = true;
   if (!rt.listening) return;
   const { server } = rt;
