@@ -106,7 +106,16 @@ export class SequelizeStorage implements Storage {
       if (this.db instanceof SqliteExecutor) await this.db.configure(this.options.url !== 'sqlite::memory:', 5000);
       await this.ping();
       if (!this.options.migrate) return [];
-      const ran = await runMigrations(this.sequelize, this.dialect === 'postgres' ? this.options.url : null);
+      // Migrations (and umzug's bookkeeping reads) must see the primary: with
+      // replicas they run on a short-lived primary-only instance.
+      const primaryOnly =
+        this.options.replicas.length > 0 ? new Sequelize(sequelizeOptions({ ...this.options, replicas: [], pool: { ...this.options.pool, min: 0 } }, this.logger)) : null;
+      let ran: string[];
+      try {
+        ran = await runMigrations(primaryOnly ?? this.sequelize, this.dialect === 'postgres' ? this.options.url : null);
+      } finally {
+        await primaryOnly?.close();
+      }
       if (ran.length > 0) this.logger.info({ migrations: ran }, 'storage migrations applied');
       return ran;
     } catch (err) {

@@ -51,9 +51,19 @@ export class PostgresExecutor implements SqlExecutor {
   }
 
   async transaction<T>(work: (tx: TxHandle) => Promise<T>): Promise<T> {
+    // What `work` throws comes out unchanged; failures of BEGIN/COMMIT come out typed.
+    let workError: { err: unknown } | null = null;
     try {
-      return await this.sequelize.transaction((t) => work({ sequelizeTx: t }));
+      return await this.sequelize.transaction(async (t) => {
+        try {
+          return await work({ sequelizeTx: t });
+        } catch (err) {
+          workError = { err };
+          throw err;
+        }
+      });
     } catch (err) {
+      if (workError !== null && (workError as { err: unknown }).err === err) throw err;
       throw toStorageError(err);
     }
   }
@@ -112,7 +122,7 @@ export class SqliteExecutor implements SqlExecutor {
         result = await work(SqliteExecutor.IN_TX);
       } catch (err) {
         await this.raw('ROLLBACK', []).catch(() => undefined);
-        throw toStorageError(err);
+        throw err;
       }
       try {
         await this.raw('COMMIT', []);
