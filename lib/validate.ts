@@ -7,6 +7,8 @@ import { ValidationError } from '../kernel/errors.js';
  * whose details list each bad field (path, message).
  */
 export function validate<T>(schema: Joi.Schema<T>, value: unknown, what = 'request'): T {
+  // joi lets `undefined` through unless the schema says required(); an absent input is never valid here.
+  if (value === undefined) throw new ValidationError(`${what} is required`, [{ path: what, message: `'${what}' is required` }]);
   const { error, value: out } = schema.validate(value, { abortEarly: false, allowUnknown: false, convert: true });
   if (error) {
     const details = error.details.map((d) => ({

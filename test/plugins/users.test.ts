@@ -20,6 +20,7 @@ t.test('users', async (t) => {
   });
   await t.rejects(users.create(admin, { user_id: 'x', username: '   ' }), { code: 'VALIDATION_FAILED' });
   await t.rejects(users.get(as('p1'), 'ghost'), { code: 'NOT_FOUND' });
+  await t.rejects(users.create(admin, undefined), { code: 'VALIDATION_FAILED' }, 'an absent body is invalid');
 
   const d = await users.setRole(admin, 'p1', { user_role: 'DOCTOR' });
   t.equal(d.user_role, 'DOCTOR');
