@@ -282,7 +282,18 @@ t.test('end to end in headless Chromium: patient and doctor pages, live messages
   await doctor.press('#composer-input', 'Enter');
   await hasText(patient, 'Back online');
 
+  // the AI service fails (ai-router maxAttempts 1): both pages show that the AI did not answer
+  ai.enqueue({ status: 500 });
+  await patient.fill('#composer-input', 'This one gets no answer');
+  await patient.press('#composer-input', 'Enter');
+  for (const page of [patient, doctor]) {
+    await page.waitForSelector('#messages .msg[data-seq="9"] [data-ai-status="failed"]');
+    await page.waitForSelector('#ai-status[data-status="failed"]:not([hidden])');
+    t.match(await page.textContent('#ai-status'), /did not answer/, 'AI failure shown');
+  }
+
   // admin view (an admin dev token): AI interaction records, create a user and a group, add a member
+  await waitFor(async () => (await c.storage.aiRecords.list({ limit: 10 })).filter((r) => r.status !== 0).length === 4, 'four AI records final');
   const adminPage = await newPage();
   await adminPage.goto(`${baseUrl}/console`);
   await adminPage.waitForSelector('#dev-form:not([hidden])');
@@ -290,13 +301,14 @@ t.test('end to end in headless Chromium: patient and doctor pages, live messages
   await adminPage.check('#dev-admin');
   await adminPage.click('#dev-form button[type=submit]');
   await adminPage.waitForSelector('#admin-view:not([hidden])');
-  await adminPage.waitForFunction(() => document.querySelectorAll('#records-table tbody tr').length === 3);
+  await adminPage.waitForFunction(() => document.querySelectorAll('#records-table tbody tr').length === 4);
   const rows = await adminPage.$$eval('#records-table tbody tr', (trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent ?? '')));
+  t.same(rows.map((r) => r[2]), ['failed', 'succeeded', 'succeeded', 'succeeded'], 'record statuses, newest first');
   for (const row of rows) {
     t.equal(row[1], 'consult-1');
-    t.equal(row[2], 'succeeded', 'record status');
     t.match(row[3], /^\d+(\.\d+)? (ms|s)$/, 'record duration');
   }
+  t.not(rows[0]![7], '', 'the failed record shows its error message');
   const submit = async (form: string, fields: Record<string, string>, outcome: 'ok' | 'error'): Promise<string> => {
     for (const [name, value] of Object.entries(fields)) {
       const field = adminPage.locator(`#${form} [name="${name}"]`);
