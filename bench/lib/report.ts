@@ -1,0 +1,95 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ScenarioReport, StepRecord, TargetResult } from '../scenarios/common.js';
+import type { MachineInfo } from './proc.js';
+
+export interface BenchReport {
+  date: string;
+  mode: 'quick' | 'full';
+  duration_s: number;
+  machine: MachineInfo;
+  settings: Record<string, unknown>;
+  scenarios: ScenarioReport[];
+  notes: string[];
+}
+
+const fmt = (x: number | null | undefined, d = 0): string => {
+  if (x === null || x === undefined || Number.isNaN(x)) return '–';
+  return x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: 0 });
+};
+
+function figure(r: TargetResult | undefined): string {
+  if (!r) return '–';
+  if (r.error && !r.figure) return `error: ${r.error.slice(0, 80)}`;
+  return `${fmt(r.figure, r.figure < 100 ? 2 : 0)} ${r.unit}`;
+}
+
+function kneeLine(k: StepRecord | null | undefined): string {
+  if (!k) return 'no passing step';
+  const ack = k.ack_latency ? `, send→ack p99 ${fmt(k.ack_latency.p99_ms, 1)} ms` : '';
+  return (
+    `p50 ${fmt(k.latency.p50_ms, 1)} / p99 ${fmt(k.latency.p99_ms, 1)} ms${ack}, server ${fmt(k.server_cores, 2)} cores, ` +
+    `${fmt(k.deliveries_per_server_cpu_s)} per server CPU-s, load generator ${fmt(k.loadgen_cores, 2)} cores, ` +
+    `PostgreSQL ${fmt((k.cpu.cpuSeconds.postgres ?? 0) / Math.max(0.001, k.cpu.wallSeconds), 2)} cores, noise ${fmt(k.cpu.noiseShare * 100)} %`
+  );
+}
+
+export function toMarkdown(r: BenchReport): string {
+  const L: string[] = [];
+  L.push(`# Benchmark ${r.date} (${r.mode} run, ${Math.round(r.duration_s)} s)`);
+  L.push('');
+  const m = r.machine;
+  L.push(
+    `Machine: ${m.nproc} × ${m.cpuModel}, ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}, PostgreSQL ${m.postgres}, open files ${m.fdLimit}. ` +
+      'Service, load generator, peers and PostgreSQL share these cores.',
+  );
+  L.push('');
+  L.push('| scenario | target | ours | bare ws | Socket.IO | ours ÷ bare ws | ours ÷ Socket.IO | met |');
+  L.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const s of r.scenarios) {
+    const rat = (p: 'bare-ws' | 'socketio'): string => {
+      const x = s.ratios?.[p];
+      if (!x) return '–';
+      return `${fmt(x.figure, 2)}× (per CPU-s ${fmt(x.per_cpu, 2)}×)`;
+    };
+    L.push(
+      `| ${s.id} ${s.title} | ${s.target_text} | ${figure(s.results.service)} | ${figure(s.results['bare-ws'])} | ${figure(s.results.socketio)} | ${rat('bare-ws')} | ${rat('socketio')} | ${s.met === null ? '–' : s.met ? 'yes' : '**no**'} |`,
+    );
+  }
+  L.push('');
+  L.push('## Details (at the knee: the highest passing rate)');
+  L.push('');
+  for (const s of r.scenarios) {
+    L.push(`### ${s.id} ${s.title}`);
+    for (const [name, res] of Object.entries(s.results)) {
+      if (!res) continue;
+      L.push(`- **${name}**: ${figure(res)}${res.knee !== undefined ? ` — ${kneeLine(res.knee)}` : ''}`);
+      if (res.error) L.push(`  - error: ${res.error}`);
+      if (res.extra) L.push(`  - ${Object.entries(res.extra).map(([k, v]) => `${k}: ${typeof v === 'number' ? fmt(v, 2) : String(v)}`).join(', ')}`);
+      if (res.steps?.length) {
+        L.push(
+          `  - steps: ${res.steps
+            .map((st) => `${fmt(st.rate)}/s → p99 ${fmt(st.latency.p99_ms, 1)} ms, ${fmt(st.delivery_pct, 2)} % ${st.pass ? '✓' : `✗ (${st.why_not})`}`)
+            .join('; ')}`,
+        );
+      }
+    }
+    for (const n of s.notes) L.push(`- note: ${n}`);
+    L.push('');
+  }
+  if (r.notes.length) {
+    L.push('## Notes');
+    for (const n of r.notes) L.push(`- ${n}`);
+    L.push('');
+  }
+  return L.join('\n');
+}
+
+export function writeReport(dir: string, r: BenchReport): { json: string; md: string } {
+  const stamp = r.date.replace(/[:]/g, '-').replace(/\.\d+Z$/, 'Z');
+  const json = join(dir, `${stamp}.json`);
+  const md = join(dir, `${stamp}.md`);
+  writeFileSync(json, `${JSON.stringify(r, null, 2)}\n`);
+  writeFileSync(md, `${toMarkdown(r)}\n`);
+  return { json, md };
+}

@@ -1,0 +1,494 @@
+/**
+ * The load generator: a separate process driven by bench/run.ts over IPC.
+ * Senders and receivers live in this one process and stamp/read the shared
+ * monotonic clock (bench/lib/hist.ts nowUs), so send -> receipt latency needs
+ * no cross-process clock sync. Sends are open-loop: the schedule never waits
+ * for answers, and latency is measured from the *intended* send time.
+ */
+import http from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { randomBytes } from 'node:crypto';
+import { SignJWT } from 'jose';
+import WebSocket from 'ws';
+import { io, type Socket } from 'socket.io-client';
+import { Histogram, nowUs } from '../lib/hist.js';
+import type {
+  ConnectCmd,
+  ConnectResult,
+  HttpStepCmd,
+  LoadgenCmd,
+  LoadgenReply,
+  StepResult,
+  WsStepCmd,
+} from '../lib/protocol.js';
+
+/** Tag unique to this process: client_msg_ids never collide with an earlier run on the same database. */
+const RUN = randomBytes(3).toString('hex');
+
+interface Conn {
+  user_id: string;
+  send(frame: string, obj: { group_id: string; msg_content: string; client_msg_id: string }): void;
+  close(): void;
+}
+
+const conns = new Map<string, Conn>();
+const tokens = new Map<string, string>();
+
+async function tokenFor(secret: string, user: string): Promise<string> {
+  let t = tokens.get(user);
+  if (!t) {
+    t = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(user)
+      .setIssuedAt()
+      .setExpirationTime('2h')
+      .sign(new TextEncoder().encode(secret));
+    tokens.set(user, t);
+  }
+  return t;
+}
+
+// ---------------------------------------------------------------- step state
+let stepId = 0;
+let step: {
+  id: number;
+  delivered: Int32Array;
+  expected: Int32Array;
+  acked: Uint8Array;
+  hist: Histogram;
+  ackHist: Histogram;
+  deliveries: number;
+  duplicates: number;
+  late: number;
+  acks: number;
+  aiReplies: number;
+  errors: Record<string, number>;
+  firstError?: string;
+} | null = null;
+let lastFrameAt = 0;
+
+function countError(code: string, detail?: string): void {
+  if (!step) return;
+  step.errors[code] = (step.errors[code] ?? 0) + 1;
+  if (!step.firstError && detail) step.firstError = detail.slice(0, 300);
+}
+
+/** Content is `b<step>.<i>.<intendedUs>`; AI replies echo it as `r...`. */
+function onContent(content: string, isAck: boolean): void {
+  const now = nowUs();
+  lastFrameAt = now;
+  const st = step;
+  if (!st) return;
+  if (content.charCodeAt(0) === 114 /* r */) {
+    if (!isAck) st.aiReplies++;
+    return;
+  }
+  if (content.charCodeAt(0) !== 98 /* b */) return;
+  const d1 = content.indexOf('.');
+  const d2 = content.indexOf('.', d1 + 1);
+  const sid = Number(content.slice(1, d1));
+  if (sid !== st.id) {
+    st.late++;
+    return;
+  }
+  const i = Number(content.slice(d1 + 1, d2));
+  const t = Number(content.slice(d2 + 1));
+  if (isAck) {
+    if (st.acked[i] === 0) {
+      st.acked[i] = 1;
+      st.acks++;
+      st.ackHist.add(now - t);
+    }
+    return;
+  }
+  st.delivered[i]!++;
+  if (st.delivered[i]! > st.expected[i]!) st.duplicates++;
+  else {
+    st.deliveries++;
+    st.hist.add(now - t);
+  }
+}
+
+const CONTENT_KEY = '"msg_content":"';
+
+function onWsFrame(s: string): void {
+  const ci = s.indexOf(CONTENT_KEY);
+  if (ci < 0) {
+    lastFrameAt = nowUs();
+    if (s.includes('"type":"error"')) {
+      let code = 'error';
+      try {
+        code = String((JSON.parse(s) as { code?: string }).code ?? 'error');
+      } catch {
+        /* keep generic */
+      }
+      countError(code, s);
+    }
+    return;
+  }
+  const start = ci + CONTENT_KEY.length;
+  const content = s.slice(start, s.indexOf('"', start));
+  const isAck = s.includes('"type":"ack"');
+  if (!isAck && !s.includes('"type":"message"')) return;
+  onContent(content, isAck);
+}
+
+// ---------------------------------------------------------------- connect
+function openWs(cmd: ConnectCmd, user: string, token: string | undefined): Promise<Conn> {
+  const base = cmd.baseUrl.replace(/^http/, 'ws');
+  const url = `${base}/ws/${encodeURIComponent(user)}${token ? `?token=${token}` : ''}`;
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 30_000 });
+    let settled = false;
+    const conn: Conn = {
+      user_id: user,
+      send: (frame) => ws.send(frame),
+      close: () => ws.terminate(),
+    };
+    const timer = setTimeout(() => fail(new Error('handshake: no pong within 30 s')), 30_000);
+    const fail = (err: Error): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      ws.terminate();
+      reject(err);
+    };
+    const done = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(conn);
+    };
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      const s = isBinary ? '' : data.toString();
+      if (!settled && s.includes('"type":"pong"')) return done();
+      onWsFrame(s);
+    });
+    ws.on('open', () => {
+      if (cmd.handshake) ws.send('{"type":"ping"}');
+      else done();
+    });
+    ws.on('unexpected-response', (_req, res) => fail(new Error(`upgrade refused: HTTP ${res.statusCode}`)));
+    ws.on('error', (err) => fail(err));
+    ws.on('close', (code) => {
+      if (!settled) fail(new Error(`closed during handshake: ${code}`));
+      else if (conns.get(user) === conn) {
+        conns.delete(user);
+        if (code !== 1000 && code !== 1005 && code !== 1006) countError(`closed_${code}`);
+      }
+    });
+  });
+}
+
+function openSocketIo(cmd: ConnectCmd, user: string): Promise<Conn> {
+  return new Promise((resolve, reject) => {
+    const socket: Socket = io(cmd.baseUrl, {
+      transports: ['websocket'],
+      auth: { user_id: user },
+      forceNew: true,
+      reconnection: false,
+      timeout: 30_000,
+    });
+    let settled = false;
+    socket.on('ready', () => {
+      if (settled) return;
+      settled = true;
+      resolve({
+        user_id: user,
+        send: (_frame, obj) => socket.emit('send', obj),
+        close: () => socket.disconnect(),
+      });
+    });
+    socket.on('message', (m: { data?: { msg_content?: string } }) => onContent(m.data?.msg_content ?? '', false));
+    socket.on('ack', (m: { data?: { msg_content?: string } }) => onContent(m.data?.msg_content ?? '', true));
+    socket.on('connect_error', (err) => {
+      if (settled) return;
+      settled = true;
+      socket.disconnect();
+      reject(err);
+    });
+  });
+}
+
+async function connect(cmd: ConnectCmd): Promise<ConnectResult> {
+  const t0 = performance.now();
+  let connected = 0;
+  let failed = 0;
+  let firstError: string | undefined;
+  const queue = cmd.users.filter((u) => !conns.has(u));
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < queue.length) {
+      const user = queue[next++]!;
+      try {
+        const token = cmd.secret ? await tokenFor(cmd.secret, user) : undefined;
+        const c = cmd.kind === 'ws' ? await openWs(cmd, user, token) : await openSocketIo(cmd, user);
+        conns.set(user, c);
+        connected++;
+      } catch (err) {
+        failed++;
+        firstError ??= (err as Error).message;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, cmd.concurrency) }, worker));
+  return { connected, failed, firstError, ms: Math.round(performance.now() - t0), total: conns.size };
+}
+
+function closeAll(): { closed: number } {
+  const n = conns.size;
+  for (const c of conns.values()) c.close();
+  conns.clear();
+  return { closed: n };
+}
+
+// ---------------------------------------------------------------- steps
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Run `send(i, intendedUs)` for i in [0,total) on an open-loop schedule at `rate`/s. */
+async function schedule(rate: number, total: number, send: (i: number, t: number) => void): Promise<number> {
+  const interval = 1e6 / rate;
+  const start = nowUs() + 1000;
+  let i = 0;
+  while (i < total) {
+    const due = Math.min(total, Math.floor((nowUs() - start) / interval) + 1);
+    while (i < due) {
+      send(i, start + i * interval);
+      i++;
+    }
+    if (i < total) await sleep(1);
+  }
+  return (nowUs() - start) / 1e6;
+}
+
+/** Wait until no frame arrived for `quietMs` (bounded): lets a backlog from an overloaded step drain. */
+async function quiet(quietMs: number, maxMs: number): Promise<void> {
+  const end = performance.now() + maxMs;
+  while (performance.now() < end && nowUs() - lastFrameAt < quietMs * 1000) await sleep(50);
+}
+
+async function wsStep(cmd: WsStepCmd): Promise<StepResult> {
+  await quiet(300, 10_000);
+  const total = Math.max(1, Math.floor((cmd.rate * cmd.durationMs) / 1000));
+  const id = ++stepId;
+  const st = {
+    id,
+    delivered: new Int32Array(total),
+    expected: new Int32Array(total),
+    acked: new Uint8Array(total),
+    hist: new Histogram(),
+    ackHist: new Histogram(),
+    deliveries: 0,
+    duplicates: 0,
+    late: 0,
+    acks: 0,
+    aiReplies: 0,
+    errors: {} as Record<string, number>,
+    firstError: undefined as string | undefined,
+  };
+  step = st;
+  const lag = monitorEventLoopDelay({ resolution: 5 });
+  lag.enable();
+  let expectedTotal = 0;
+  let publish: ((payload: string) => void) | null = null;
+  let closeBroker: () => Promise<void> = async () => undefined;
+  if (cmd.via === 'amqp') {
+    const amqp = await import('amqplib');
+    const model = await amqp.connect(cmd.brokerUrl!);
+    const ch = await model.createChannel();
+    const queue = cmd.subject ?? 'im.inbound';
+    publish = (p) => {
+      ch.sendToQueue(queue, Buffer.from(p), { contentType: 'application/json', persistent: true });
+    };
+    closeBroker = async () => {
+      await ch.close().catch(() => undefined);
+      await model.close().catch(() => undefined);
+    };
+  } else if (cmd.via === 'nats') {
+    const { connect: natsConnect } = await import('@nats-io/transport-node');
+    const nc = await natsConnect({ servers: cmd.brokerUrl! });
+    const subject = cmd.subject ?? 'im.inbound';
+    publish = (p) => nc.publish(subject, p);
+    closeBroker = async () => {
+      await nc.drain().catch(() => undefined);
+    };
+  }
+  const t0 = performance.now();
+  const senders = cmd.senders;
+  const sendSeconds = await schedule(cmd.rate, total, (i, t) => {
+    const s = senders[i % senders.length]!;
+    const content = `b${id}.${i}.${t.toFixed(0)}`;
+    const cid = `${RUN}.${id}.${i}`;
+    st.expected[i] = s.expected;
+    expectedTotal += s.expected;
+    if (publish) {
+      publish(
+        `{"from_user_id":"${s.user_id}","group_id":"${s.group_id}","msg_content":"${content}","client_msg_id":"${cid}"}`,
+      );
+      return;
+    }
+    const c = conns.get(s.user_id);
+    if (!c) {
+      countError('sender_not_connected', s.user_id);
+      return;
+    }
+    c.send(`{"type":"send","group_id":"${s.group_id}","msg_content":"${content}","client_msg_id":"${cid}"}`, {
+      group_id: s.group_id,
+      msg_content: content,
+      client_msg_id: cid,
+    });
+  });
+  const drainEnd = performance.now() + cmd.drainMs;
+  while (performance.now() < drainEnd) {
+    if (st.deliveries >= expectedTotal && (!cmd.acks || st.acks >= total)) break;
+    await sleep(5);
+  }
+  lag.disable();
+  await closeBroker();
+  step = null;
+  let incomplete = 0;
+  for (let i = 0; i < total; i++) if (st.delivered[i]! < st.expected[i]!) incomplete++;
+  return {
+    rate: cmd.rate,
+    durationMs: cmd.durationMs,
+    sent: total,
+    achievedRate: Math.round(total / Math.max(0.001, sendSeconds)),
+    expectedDeliveries: expectedTotal,
+    deliveries: st.deliveries,
+    duplicates: st.duplicates,
+    late: st.late,
+    incomplete,
+    acks: st.acks,
+    aiReplies: st.aiReplies,
+    errors: st.errors,
+    firstError: st.firstError,
+    latency: st.hist.toJSON(),
+    ackLatency: st.ackHist.toJSON(),
+    loadgenLagP99Ms: Math.round(lag.percentile(99) / 1e4) / 100,
+    wallMs: Math.round(performance.now() - t0),
+  };
+}
+
+async function httpStep(cmd: HttpStepCmd): Promise<StepResult> {
+  const total = Math.max(1, Math.floor((cmd.rate * cmd.durationMs) / 1000));
+  const id = ++stepId;
+  const url = new URL(cmd.baseUrl);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: cmd.maxSockets });
+  const auth = await Promise.all(cmd.users.map(async (u) => `Bearer ${await tokenFor(cmd.secret, u.user_id)}`));
+  const hist = new Histogram();
+  const errors: Record<string, number> = {};
+  let firstError: string | undefined;
+  let ok = 0;
+  let done = 0;
+  const lag = monitorEventLoopDelay({ resolution: 5 });
+  lag.enable();
+  const finish = (t: number, status: number | string, body?: string): void => {
+    done++;
+    if (typeof status === 'number' && status >= 200 && status < 300) {
+      ok++;
+      hist.add(nowUs() - t);
+    } else {
+      const k = String(status);
+      errors[k] = (errors[k] ?? 0) + 1;
+      firstError ??= `${k} ${body ?? ''}`.slice(0, 300);
+    }
+  };
+  let rnd = 12345;
+  const random = (): number => {
+    rnd = (rnd * 1103515245 + 12345) & 0x7fffffff;
+    return rnd / 0x7fffffff;
+  };
+  const t0 = performance.now();
+  const sendSeconds = await schedule(cmd.rate, total, (i, t) => {
+    const ui = i % cmd.users.length;
+    const u = cmd.users[ui]!;
+    let path: string;
+    let body: string | undefined;
+    if (cmd.mode === 'send') {
+      path = '/api/message/send';
+      body = `{"group_id":"${u.group_id}","msg_content":"h${id}.${i}","client_msg_id":"${RUN}.h${id}.${i}"}`;
+    } else {
+      // half newest page, half a random older page
+      const max = u.maxSeq ?? 0;
+      const before = random() < 0.5 || max < 100 ? '' : `&before_seq=${1 + Math.floor(random() * (max - 50)) + 50}`;
+      path = `/api/message/list?group_id=${encodeURIComponent(u.group_id)}&limit=50${before}`;
+    }
+    const req = http.request(
+      {
+        host: url.hostname,
+        port: url.port,
+        method: body ? 'POST' : 'GET',
+        path,
+        agent,
+        headers: body
+          ? { authorization: auth[ui]!, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
+          : { authorization: auth[ui]! },
+      },
+      (res) => {
+        const status = res.statusCode ?? 0;
+        if (status >= 200 && status < 300) {
+          res.resume();
+          res.on('end', () => finish(t, status));
+        } else {
+          let b = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (b += c));
+          res.on('end', () => finish(t, status, b));
+        }
+      },
+    );
+    req.on('error', (err) => finish(t, (err as NodeJS.ErrnoException).code ?? 'neterr', err.message));
+    req.end(body);
+  });
+  const drainEnd = performance.now() + cmd.drainMs;
+  while (done < total && performance.now() < drainEnd) await sleep(5);
+  lag.disable();
+  agent.destroy();
+  return {
+    rate: cmd.rate,
+    durationMs: cmd.durationMs,
+    sent: total,
+    achievedRate: Math.round(total / Math.max(0.001, sendSeconds)),
+    expectedDeliveries: total,
+    deliveries: ok,
+    duplicates: 0,
+    late: 0,
+    incomplete: total - ok,
+    acks: ok,
+    aiReplies: 0,
+    errors,
+    firstError,
+    latency: hist.toJSON(),
+    ackLatency: new Histogram().toJSON(),
+    loadgenLagP99Ms: Math.round(lag.percentile(99) / 1e4) / 100,
+    wallMs: Math.round(performance.now() - t0),
+  };
+}
+
+// ---------------------------------------------------------------- IPC
+async function handle(cmd: LoadgenCmd): Promise<unknown> {
+  switch (cmd.cmd) {
+    case 'connect':
+      return connect(cmd);
+    case 'wsStep':
+      return wsStep(cmd);
+    case 'httpStep':
+      return httpStep(cmd);
+    case 'close':
+      return closeAll();
+    case 'stats':
+      return { connections: conns.size, rss: process.memoryUsage().rss };
+  }
+}
+
+if (!process.send) {
+  process.stderr.write('bench/loadgen must be started by bench/run.js (IPC channel)\n');
+  process.exit(2);
+}
+process.on('message', (m: { id: number; cmd: LoadgenCmd }) => {
+  handle(m.cmd).then(
+    (result) => process.send!({ id: m.id, ok: true, result } satisfies LoadgenReply),
+    (err: unknown) => process.send!({ id: m.id, ok: false, error: (err as Error).stack ?? String(err) } satisfies LoadgenReply),
+  );
+});
+process.on('disconnect', () => process.exit(0));

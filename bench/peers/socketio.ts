@@ -1,0 +1,69 @@
+/**
+ * Peer (b): the usual Node choice. A Socket.IO server using rooms, no storage,
+ * websocket transport only: `send` event -> the group's next seq ->
+ * `io.to(group).emit('message', ...)` (Socket.IO encodes a broadcast once) and
+ * an `ack` event to the sender.
+ */
+import http from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { Server } from 'socket.io';
+import { announce, controlHandler, groupsByUser, onSignals, portArg, type Membership } from './peer-common.js';
+
+let membership: Membership = new Map();
+let byUser = new Map<string, string[]>();
+const seqs = new Map<string, number>();
+
+const control = controlHandler((m) => {
+  membership = m;
+  byUser = groupsByUser(m);
+});
+const server = http.createServer();
+server.on('request', (req, res) => {
+  if (req.url?.startsWith('/socket.io/')) return; // handled by socket.io
+  if (!control(req, res)) res.writeHead(404).end();
+});
+const ioServer = new Server(server, { transports: ['websocket'], perMessageDeflate: false, serveClient: false });
+
+interface SendEvent {
+  group_id?: string;
+  msg_type?: string;
+  msg_content?: string;
+  client_msg_id?: string;
+}
+
+ioServer.on('connection', (socket) => {
+  const user = String((socket.handshake.auth as { user_id?: unknown }).user_id ?? '');
+  const groups = byUser.get(user) ?? [];
+  void socket.join(groups);
+  socket.emit('ready');
+  socket.on('send', (f: SendEvent) => {
+    if (!f?.group_id || !membership.get(f.group_id)?.includes(user)) {
+      socket.emit('error_frame', { type: 'error', code: 'FORBIDDEN', message: 'not a member' });
+      return;
+    }
+    const seq = (seqs.get(f.group_id) ?? 0) + 1;
+    seqs.set(f.group_id, seq);
+    const message = {
+      message_id: randomUUID(),
+      group_id: f.group_id,
+      seq,
+      from_user_id: user,
+      msg_type: f.msg_type ?? 'TEXT',
+      msg_content: f.msg_content ?? '',
+      client_msg_id: f.client_msg_id ?? null,
+      created_at: new Date().toISOString(),
+    };
+    socket.emit('ack', { type: 'ack', client_msg_id: f.client_msg_id ?? null, data: message });
+    ioServer.to(f.group_id).emit('message', { type: 'message', data: message });
+  });
+});
+
+server.listen(portArg(), '127.0.0.1', () => {
+  const a = server.address();
+  announce(typeof a === 'object' && a ? a.port : 0);
+});
+onSignals(() => {
+  ioServer.disconnectSockets(true);
+  void ioServer.close();
+  setTimeout(() => process.exit(0), 1000).unref();
+});

@@ -1,0 +1,191 @@
+import { Histogram, type LatencySummary } from '../lib/hist.js';
+import { cpuBetween, cpuSnapshot, round, type CpuSnapshot, type CpuUsage, type RoleResolver } from '../lib/proc.js';
+import type { Loadgen, ServerProc } from '../lib/children.js';
+import type { AdminApi } from '../lib/admin.js';
+import type { ClientKind, StepResult } from '../lib/protocol.js';
+
+export type TargetName = 'service' | 'bare-ws' | 'socketio';
+
+export interface Options {
+  quick: boolean;
+  profile: boolean;
+  /** send window per sweep step */
+  stepMs: number;
+  /** how long to wait for the last deliveries after a step */
+  drainMs: number;
+  maxSteps: number;
+  s4Rows: number;
+  s5Connections: number;
+  only: Set<string> | null;
+  targets: Set<TargetName>;
+}
+
+/** The server a scenario runs against, with what the harness knows about it. */
+export interface Target {
+  name: TargetName;
+  kind: ClientKind;
+  server: ServerProc;
+  loadgen: Loadgen;
+  /** JWT secret (service only) */
+  secret?: string;
+  admin?: AdminApi;
+  dbName?: string;
+  /** Make these groups exist with these members (service: HTTP API; peers: control endpoint). */
+  setGroups(groups: Record<string, string[]>): Promise<void>;
+  /** pids by role for CPU accounting */
+  roles: RoleResolver;
+}
+
+export interface StepRecord {
+  rate: number;
+  sent: number;
+  achieved_rate: number;
+  /** deliveries (or successful requests) per second of send window */
+  deliveries_per_s: number;
+  delivery_pct: number;
+  latency: LatencySummary;
+  ack_latency?: LatencySummary;
+  pass: boolean;
+  why_not?: string;
+  errors: Record<string, number>;
+  first_error?: string;
+  duplicates: number;
+  late: number;
+  ai_replies?: number;
+  cpu: CpuUsage;
+  server_cores: number;
+  /** deliveries per CPU-second of the server process: comparable across busy and idle machines */
+  deliveries_per_server_cpu_s: number;
+  loadgen_cores: number;
+  loadgen_lag_p99_ms: number;
+}
+
+export interface TargetResult {
+  /** the headline figure (e.g. deliveries/s at the knee) */
+  figure: number;
+  unit: string;
+  /** efficiency figure next to the raw rate */
+  per_server_cpu_s?: number;
+  knee?: StepRecord | null;
+  steps?: StepRecord[];
+  extra?: Record<string, unknown>;
+  error?: string;
+}
+
+export interface ScenarioReport {
+  id: string;
+  title: string;
+  target_text: string;
+  /** ours vs target: true/false, or null when not measured */
+  met: boolean | null;
+  results: Partial<Record<TargetName, TargetResult>>;
+  /** ours / peer, for the headline figure and per server CPU-second */
+  ratios?: Partial<Record<'bare-ws' | 'socketio', { figure: number | null; per_cpu: number | null }>>;
+  notes: string[];
+}
+
+export function snapshot(t: Target): CpuSnapshot {
+  return cpuSnapshot(t.roles);
+}
+
+export function stepRecord(r: StepResult, cpu: CpuUsage, p99LimitMs: number, wantAcks: boolean): StepRecord {
+  const lat = new Histogram();
+  lat.merge(r.latency);
+  const ack = new Histogram();
+  ack.merge(r.ackLatency);
+  const latency = lat.summary();
+  const delivery_pct = r.expectedDeliveries ? round((100 * r.deliveries) / r.expectedDeliveries, 3) : 0;
+  const reasons: string[] = [];
+  if (r.deliveries < r.expectedDeliveries) reasons.push(`delivery ${delivery_pct} %`);
+  if (wantAcks && r.acks < r.sent) reasons.push(`acks ${r.acks}/${r.sent}`);
+  if (latency.p99_ms > p99LimitMs) reasons.push(`p99 ${latency.p99_ms} ms > ${p99LimitMs} ms`);
+  if (r.duplicates > 0) reasons.push(`${r.duplicates} duplicate deliveries`);
+  const errCount = Object.values(r.errors).reduce((s, x) => s + x, 0);
+  if (errCount > 0) reasons.push(`${errCount} errors`);
+  const serverCpu = cpu.cpuSeconds.server ?? 0;
+  const windowS = r.durationMs / 1000;
+  return {
+    rate: r.rate,
+    sent: r.sent,
+    achieved_rate: r.achievedRate,
+    deliveries_per_s: Math.round(r.deliveries / windowS),
+    delivery_pct,
+    latency,
+    ack_latency: wantAcks ? ack.summary() : undefined,
+    pass: reasons.length === 0,
+    why_not: reasons.length ? reasons.join('; ') : undefined,
+    errors: r.errors,
+    first_error: r.firstError,
+    duplicates: r.duplicates,
+    late: r.late,
+    ai_replies: r.aiReplies || undefined,
+    cpu,
+    server_cores: round(serverCpu / Math.max(0.001, cpu.wallSeconds), 2),
+    deliveries_per_server_cpu_s: serverCpu > 0 ? Math.round(r.deliveries / serverCpu) : 0,
+    loadgen_cores: round((cpu.cpuSeconds.loadgen ?? 0) / Math.max(0.001, cpu.wallSeconds), 2),
+    loadgen_lag_p99_ms: r.loadgenLagP99Ms,
+  };
+}
+
+/**
+ * Open-loop sweep: start at `start`, ×1.25 per step while steps pass; if the
+ * first step fails, go down ÷1.25 until one passes. Bounded by `maxSteps`.
+ * The knee is the highest passing rate.
+ */
+export async function sweep(opts: {
+  target: Target;
+  start: number;
+  maxSteps: number;
+  run: (rate: number) => Promise<StepResult>;
+  p99LimitMs: number;
+  wantAcks: boolean;
+  log: (s: string) => void;
+  label: string;
+}): Promise<{ steps: StepRecord[]; knee: StepRecord | null }> {
+  const steps: StepRecord[] = [];
+  let rate = opts.start;
+  let direction = 0; // 0 unknown, +1 up, -1 down
+  let knee: StepRecord | null = null;
+  for (let i = 0; i < opts.maxSteps; i++) {
+    const a = snapshot(opts.target);
+    const r = await opts.run(Math.round(rate));
+    const b = snapshot(opts.target);
+    const rec = stepRecord(r, cpuBetween(a, b), opts.p99LimitMs, opts.wantAcks);
+    steps.push(rec);
+    opts.log(
+      `  ${opts.label} rate ${rec.rate}/s: ${rec.deliveries_per_s} deliveries/s, p99 ${rec.latency.p99_ms} ms, ` +
+        `delivered ${rec.delivery_pct} %, server ${rec.server_cores} cores, loadgen ${rec.loadgen_cores}, noise ${Math.round(rec.cpu.noiseShare * 100)} % ` +
+        (rec.pass ? 'PASS' : `FAIL (${rec.why_not})`),
+    );
+    if (rec.pass) {
+      if (!knee || rec.rate > knee.rate) knee = rec;
+      if (direction === -1) break;
+      direction = 1;
+      rate *= 1.25;
+    } else {
+      if (direction === 1) break;
+      direction = -1;
+      rate /= 1.25;
+    }
+  }
+  return { steps, knee };
+}
+
+export function ratio(a: number | undefined | null, b: number | undefined | null): number | null {
+  if (!a || !b) return null;
+  return round(a / b, 2);
+}
+
+/** Fill `ratios` of a report from the service's and peers' results. */
+export function addRatios(rep: ScenarioReport): void {
+  const ours = rep.results.service;
+  if (!ours) return;
+  rep.ratios = {};
+  for (const peer of ['bare-ws', 'socketio'] as const) {
+    const p = rep.results[peer];
+    if (!p) continue;
+    rep.ratios[peer] = { figure: ratio(ours.figure, p.figure), per_cpu: ratio(ours.per_server_cpu_s, p.per_server_cpu_s) };
+  }
+}
+
+export type Log = (s: string) => void;

@@ -1,0 +1,120 @@
+import type { StepResult } from '../lib/protocol.js';
+import { withDb } from '../lib/db.js';
+import { S4, s2Groups, s4Groups } from './fixtures.js';
+import { sweep, type Log, type Options, type Target, type TargetResult } from './common.js';
+
+/**
+ * S3: POST /api/message/send from 100 users (each in its own group), open loop,
+ * keep-alive sockets; latency = intended send time -> 201 received.
+ * Knee = highest rate with p99 ≤ 20 ms and every request 2xx; target: the knee ≥ 2,000/s.
+ */
+export async function runS3(t: Target, o: Options, log: Log): Promise<TargetResult> {
+  const groups = s2Groups();
+  const users = Object.entries(groups)
+    .slice(0, 100)
+    .map(([group_id, members]) => ({ user_id: members[1]!, group_id }));
+  const call = (rate: number, durationMs: number): Promise<StepResult> =>
+    t.loadgen.call<StepResult>({
+      cmd: 'httpStep',
+      baseUrl: t.server.baseUrl,
+      secret: t.secret!,
+      mode: 'send',
+      rate,
+      durationMs,
+      drainMs: o.drainMs + 2000,
+      maxSockets: 100,
+      users,
+    });
+  await call(200, 1000); // warm-up
+  const { steps, knee } = await sweep({
+    target: t,
+    start: o.quick ? 1600 : 800,
+    maxSteps: o.maxSteps,
+    p99LimitMs: 20,
+    wantAcks: false,
+    label: 'S3 service',
+    log,
+    run: (rate) => call(rate, o.stepMs),
+  });
+  return { figure: knee?.rate ?? 0, unit: 'sends/s at p99 ≤ 20 ms', per_server_cpu_s: knee?.deliveries_per_server_cpu_s, knee, steps };
+}
+
+/**
+ * Bulk-loads `rows` messages into the S4 groups straight into the service's
+ * tables (one INSERT … SELECT generate_series statement per group batch),
+ * after the service migrated the schema, and sets each group's seq counter.
+ */
+export async function loadHistory(dbName: string, rows: number, log: Log): Promise<Record<string, number>> {
+  const groups = s4Groups();
+  const names = Object.keys(groups);
+  const perGroup = Math.floor(rows / names.length);
+  const t0 = performance.now();
+  await withDb(dbName, async (c) => {
+    const batch = 10; // groups per statement
+    for (let i = 0; i < names.length; i += batch) {
+      const part = names.slice(i, i + batch);
+      const values = part.map((g, k) => `($${2 * k + 1}::text, $${2 * k + 2}::text)`).join(',');
+      await c.query(
+        `INSERT INTO messages (message_id, group_id, seq, from_user_id, msg_type, msg_content, client_msg_id, created_at)
+         SELECT g.gid || '-' || s, g.gid, s, g.uid, 'TEXT',
+                'history message ' || s || ' of ' || g.gid || ': some ordinary consultation text of a typical length',
+                NULL, now() - make_interval(secs => ${perGroup} - s)
+         FROM (VALUES ${values}) AS g(gid, uid), generate_series(1, ${perGroup}) AS s`,
+        part.flatMap((g) => [g, groups[g]![0]!]),
+      );
+    }
+    await c.query(
+      `INSERT INTO group_seq_counters (group_id, last_seq) SELECT unnest($1::text[]), $2
+       ON CONFLICT (group_id) DO UPDATE SET last_seq = EXCLUDED.last_seq`,
+      [names, perGroup],
+    );
+    await c.query('ANALYZE messages');
+  });
+  const count = await withDb(dbName, async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM messages')).rows[0]!.n));
+  log(`  S4: loaded ${names.length * perGroup} history rows in ${Math.round(performance.now() - t0)} ms (messages table: ${count} rows)`);
+  return Object.fromEntries(names.map((g) => [g, perGroup]));
+}
+
+/**
+ * S4: GET /api/message/list?group_id&limit=50 (half newest page, half a random
+ * older page via before_seq) by 100 readers on a table of `o.s4Rows` messages.
+ * Knee = highest rate with p99 ≤ 20 ms and every request 2xx; target ≥ 5,000/s.
+ */
+export async function runS4(t: Target, o: Options, log: Log): Promise<TargetResult> {
+  const groups = s4Groups();
+  await t.setGroups(groups);
+  const maxSeq = await loadHistory(t.dbName!, o.s4Rows, log);
+  const tableRows = await withDb(t.dbName!, async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM messages')).rows[0]!.n));
+  const users = Object.entries(groups).map(([group_id, m]) => ({ user_id: m[0]!, group_id, maxSeq: maxSeq[group_id] }));
+  const call = (rate: number, durationMs: number): Promise<StepResult> =>
+    t.loadgen.call<StepResult>({
+      cmd: 'httpStep',
+      baseUrl: t.server.baseUrl,
+      secret: t.secret!,
+      mode: 'list',
+      rate,
+      durationMs,
+      drainMs: o.drainMs + 2000,
+      maxSockets: 64,
+      users,
+    });
+  await call(300, 1000); // warm-up
+  const { steps, knee } = await sweep({
+    target: t,
+    start: o.quick ? 2500 : 1200,
+    maxSteps: o.maxSteps,
+    p99LimitMs: 20,
+    wantAcks: false,
+    label: 'S4 service',
+    log,
+    run: (rate) => call(rate, o.stepMs),
+  });
+  return {
+    figure: knee?.rate ?? 0,
+    unit: 'requests/s at p99 ≤ 20 ms',
+    per_server_cpu_s: knee?.deliveries_per_server_cpu_s,
+    knee,
+    steps,
+    extra: { table_rows: tableRows, groups: S4.groups, rows_per_group: Math.floor(o.s4Rows / S4.groups) },
+  };
+}

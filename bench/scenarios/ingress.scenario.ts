@@ -1,0 +1,140 @@
+import { createServer, type Server } from 'node:http';
+import type { Sender, StepResult } from '../lib/protocol.js';
+import { AI_USER, s2Groups } from './fixtures.js';
+import { closeSockets, connectMembers } from './fanout.scenario.js';
+import { sweep, stepRecord, snapshot, type Log, type Options, type Target, type TargetResult } from './common.js';
+import { cpuBetween } from '../lib/proc.js';
+
+function s2Senders(groups: Record<string, string[]>): Sender[] {
+  return Object.entries(groups).map(([group_id, m]) => ({ user_id: m[0]!, group_id, expected: m.length }));
+}
+
+/**
+ * S6: publish `{from_user_id, group_id, msg_content, client_msg_id}` to
+ * im.inbound (AMQP queue or NATS subject) from the load generator; the
+ * service stores each message and pushes it to the group's 10 online members.
+ * Knee = highest publish rate with 100 % delivered to every member and p99
+ * (publish -> receipt) ≤ 50 ms. Target ≥ 10,000 messages/s each.
+ */
+export async function runS6(via: 'amqp' | 'nats', url: string, t: Target, o: Options, log: Log): Promise<TargetResult> {
+  const groups = s2Groups();
+  await connectMembers(t, groups, log);
+  const senders = s2Senders(groups);
+  try {
+    const call = (rate: number, durationMs: number): Promise<StepResult> =>
+      t.loadgen.call<StepResult>({ cmd: 'wsStep', rate, durationMs, drainMs: o.drainMs, senders, via, brokerUrl: url, acks: false });
+    await call(200, 1000); // warm-up
+    const { steps, knee } = await sweep({
+      target: t,
+      start: o.quick ? 2500 : 1000,
+      maxSteps: o.maxSteps,
+      p99LimitMs: 50,
+      wantAcks: false,
+      label: `S6 ${via}`,
+      log,
+      run: (rate) => call(rate, o.stepMs),
+    });
+    return { figure: knee?.rate ?? 0, unit: 'messages/s', per_server_cpu_s: knee?.deliveries_per_server_cpu_s, knee, steps };
+  } finally {
+    await closeSockets(t);
+  }
+}
+
+/** A fake AI service: answers every webhook call after `delayMs` with `{"reply": "r" + message content}`. */
+export class FakeAi {
+  calls = 0;
+  private server: Server | null = null;
+  port = 0;
+
+  constructor(private readonly delayMs: number) {}
+
+  async start(): Promise<string> {
+    this.server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        this.calls++;
+        let content = '';
+        try {
+          content = String((JSON.parse(Buffer.concat(chunks).toString()) as { message?: { msg_content?: string } }).message?.msg_content ?? '');
+        } catch {
+          /* empty reply */
+        }
+        setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ reply: `r${content}` }));
+        }, this.delayMs);
+      });
+    });
+    this.server.keepAliveTimeout = 60_000;
+    await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', () => r()));
+    const a = this.server.address();
+    this.port = typeof a === 'object' && a ? a.port : 0;
+    return `http://127.0.0.1:${this.port}/ai`;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+}
+
+/**
+ * S7: the AI router on, every S2 group has an AI_ASSISTANT member, every
+ * message (from a PATIENT) is forwarded to a fake AI answering in 200 ms, whose
+ * reply is stored and pushed to the members. Sends at S2's knee rate; the send
+ * p99 (send -> ack) and delivery p99 are compared with S2's knee step (AI off).
+ */
+export async function runS7(t: Target, o: Options, log: Log, rate: number, fake: FakeAi, baseline: TargetResult | undefined): Promise<TargetResult> {
+  const groups = s2Groups();
+  await t.admin!.addMembers(Object.keys(groups).map((group_id) => ({ group_id, user_id: AI_USER, user_role: 'AI_ASSISTANT' })));
+  await connectMembers(t, groups, log);
+  const senders = s2Senders(groups);
+  try {
+    await t.loadgen.call<StepResult>({ cmd: 'wsStep', rate: 100, durationMs: 1000, drainMs: 3000, senders, via: 'socket', acks: true });
+    const callsBefore = fake.calls;
+    const a = snapshot(t);
+    const r = await t.loadgen.call<StepResult>({
+      cmd: 'wsStep',
+      rate,
+      durationMs: o.stepMs * 2,
+      drainMs: o.drainMs + 1000,
+      senders,
+      via: 'socket',
+      acks: true,
+    });
+    // let the 200 ms answers come back and be stored, then count what reached the AI
+    const end = Date.now() + 15_000;
+    while (fake.calls - callsBefore < r.sent && Date.now() < end) await new Promise((res) => setTimeout(res, 100));
+    const b = snapshot(t);
+    const rec = stepRecord(r, cpuBetween(a, b), 50, true);
+    const forwarded = fake.calls - callsBefore;
+    const baseAck = baseline?.knee?.ack_latency?.p99_ms;
+    const baseDel = baseline?.knee?.latency.p99_ms;
+    const sendP99 = rec.ack_latency?.p99_ms ?? 0;
+    const within = baseAck ? sendP99 <= baseAck * 1.2 : null;
+    log(
+      `  S7: rate ${rate}/s: forwarded ${forwarded}/${r.sent}, AI replies delivered ${r.aiReplies}, send p99 ${sendP99} ms ` +
+        `(S2 ${baseAck ?? '?'} ms), delivery p99 ${rec.latency.p99_ms} ms (S2 ${baseDel ?? '?'} ms) ${rec.pass ? 'PASS' : `FAIL (${rec.why_not})`}`,
+    );
+    return {
+      figure: rate,
+      unit: 'messages/s (S2 knee) with AI on',
+      per_server_cpu_s: rec.deliveries_per_server_cpu_s,
+      knee: rec,
+      steps: [rec],
+      extra: {
+        forwarded,
+        sent: r.sent,
+        all_forwarded: forwarded >= r.sent,
+        ai_reply_deliveries: r.aiReplies,
+        send_p99_ms: sendP99,
+        s2_send_p99_ms: baseAck ?? null,
+        send_p99_within_20pct: within,
+        delivery_p99_ms: rec.latency.p99_ms,
+        s2_delivery_p99_ms: baseDel ?? null,
+      },
+    };
+  } finally {
+    await closeSockets(t);
+  }
+}
