@@ -281,7 +281,7 @@ function onLiveOpen() {
     g.syncing = false;
     g.resync = false;
     requestSync(g);
-    for (const p of g.pending.values()) if (p.state === 'sending') dispatchPending(g, p);
+    for (const p of g.pending.values()) if (p.state === 'sending' || p.state === 'queued') dispatchPending(g, p);
   }
   refreshGroups().catch(() => undefined);
 }
@@ -516,7 +516,8 @@ function dispatchPending(g, p) {
     .send(body)
     .then((m) => onStored(m))
     .catch((err) => {
-      p.state = 'failed';
+      // unreachable: keep it queued, the next (re)connect sends it again with the same client_msg_id
+      p.state = err instanceof ApiError && err.code === 'NETWORK' ? 'queued' : 'failed';
       p.error = describeError(err);
       if (g === currentGroup()) renderPending(g);
     });
@@ -700,7 +701,7 @@ function renderPending(g) {
       h(
         'li',
         { class: `msg mine pending-msg state-${p.state}`, dataset: { clientMsgId: p.client_msg_id } },
-        h('div', { class: 'meta' }, h('span', { class: 'from', text: S.me.user_id }), h('span', { class: 'ack', text: p.state === 'failed' ? 'not sent' : 'sending…' })),
+        h('div', { class: 'meta' }, h('span', { class: 'from', text: S.me.user_id }), h('span', { class: 'ack', text: p.state === 'failed' ? 'not sent' : p.state === 'queued' ? 'waiting for the connection…' : 'sending…' })),
         h('div', { class: 'content', text: p.content }),
         p.state === 'failed'
           ? h(
