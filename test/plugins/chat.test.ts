@@ -34,7 +34,7 @@ t.test('chat: send, idempotency, access rules, bus', async (t) => {
   const ai = await chat.send(as('ai'), { group_id: 'g1', msg_type: 'AI_REPLY', msg_content: 'x' }, { transport: 'ai', allowAiReply: true });
   t.equal(ai.message.msg_type, 'AI_REPLY');
   for (const bad of [{ group_id: 'g1', msg_content: '   ' }, { group_id: 'g1' }, { group_id: 'g1', msg_content: 'x'.repeat(8001) }, { group_id: 'g1', msg_content: 'x', extra: 1 }, { msg_content: 'x' }, 'text', undefined, null]) {
-    await t.rejects(chat.send(as('pat'), bad, { transport: 'http' }), { code: 'VALIDATION_FAILED' }, JSON.stringify(bad).slice(0, 40));
+    await t.rejects(chat.send(as('pat'), bad, { transport: 'http' }), { code: 'VALIDATION_FAILED' }, String(JSON.stringify(bad)).slice(0, 40));
   }
   t.equal((await chat.send(as('pat'), { group_id: 'g1', msg_content: 'x'.repeat(8000) }, { transport: 'http' })).created, true, '8000 characters allowed');
   await t.rejects(chat.send(as('pat2'), { group_id: 'g1', msg_content: 'x' }, { transport: 'http' }), { code: 'FORBIDDEN' });
