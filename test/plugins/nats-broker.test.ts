@@ -1,0 +1,326 @@
+/**
+ * nats-ingress (core subject and JetStream) and nats-egress against the
+ * machine's real NATS server. Subjects, streams and consumers are unique per
+ * test; the plugin connects through a TCP proxy so a test can cut it off.
+ */
+import { randomBytes } from 'node:crypto';
+import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, type Msg, type NatsConnection } from '@nats-io/transport-node';
+import t from 'tap';
+import type { Test } from 'tap';
+import type { Cradle } from '../../kernel/container.js';
+import { UnavailableError } from '../../kernel/errors.js';
+import { admin, as, bootKernel, seedGroup, type BootOptions } from '../helpers/boot.js';
+import { api, bootHttp, tokenFor } from '../helpers/http.js';
+import { SERVICES, requireService } from '../helpers/services.js';
+import { startTcpProxy, waitFor, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { connectWs } from '../helpers/ws-client.js';
+import '../../plugins/nats-ingress/nats-ingress.plugin.js';
+import '../../plugins/nats-egress/nats-egress.plugin.js';
+import '../../plugins/ws/ws.public.js';
+import '../../plugins/http/http.public.js';
+
+const TEXT = 'the pain is worse at night';
+
+if (await requireService(t, 'nats')) {
+  const nc: NatsConnection = await connect({ servers: SERVICES.nats.url, name: 'nats-broker-test' });
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  t.teardown(() => nc.close());
+
+  interface Names {
+    id: string;
+    subject: string;
+    dlq: string;
+    prefix: string;
+    stream: string;
+    durable: string;
+  }
+  const names = (t: Test): Names => {
+    const id = randomBytes(4).toString('hex');
+    const n = {
+      id,
+      subject: `test.${id}.inbound`,
+      dlq: `test.${id}.inbound.dlq`,
+      prefix: `test.${id}.events`,
+      stream: `TEST_${id}`,
+      durable: `test-${id}`,
+    };
+    t.teardown(async () => {
+      await jsm.streams.delete(n.stream).catch(() => undefined);
+    });
+    return n;
+  };
+
+  const boot = async (
+    t: Test,
+    n: Names,
+    opts: { proxy?: TcpProxy; plugins?: string[]; ingress?: Record<string, unknown>; http?: boolean } = {},
+  ) => {
+    const url = opts.proxy ? `nats://127.0.0.1:${opts.proxy.port}` : SERVICES.nats.url;
+    const bootOpts: BootOptions = {
+      plugins: ['auth', 'users', 'groups', 'chat', ...(opts.plugins ?? ['nats-ingress'])],
+      config: {
+        nats: { url },
+        'nats-ingress': {
+          subject: n.subject,
+          dlqSubject: n.dlq,
+          queueGroup: `q-${n.id}`,
+          retryDelayMs: 100,
+          reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
+          ...opts.ingress,
+        },
+        'nats-egress': { subjectPrefix: n.prefix, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } },
+      },
+    };
+    if (opts.http) {
+      const h = await bootHttp(t, bootOpts);
+      return { ...h.booted, baseUrl: h.baseUrl };
+    }
+    return { ...(await bootKernel(t, bootOpts)), baseUrl: '' };
+  };
+
+  const payload = (over: Record<string, unknown> = {}) => ({
+    from_user_id: 'pat1',
+    group_id: 'g1',
+    msg_content: TEXT,
+    client_msg_id: `c-${randomBytes(4).toString('hex')}`,
+    ...over,
+  });
+  const enc = (b: unknown): Uint8Array => Buffer.from(typeof b === 'string' ? b : JSON.stringify(b));
+  const json = (m: { data: Uint8Array }) => JSON.parse(Buffer.from(m.data).toString());
+  const listAll = async (c: Cradle) => (await c.chatService.list(as('pat1'), { group_id: 'g1', limit: 200 })).messages;
+
+  /** Collects messages on a subject (flushed before returning). */
+  const collect = async (t: Test, subject: string): Promise<Msg[]> => {
+    const got: Msg[] = [];
+    const sub = nc.subscribe(subject, {
+      callback: (_e, m) => {
+        got.push(m);
+      },
+    });
+    await nc.flush();
+    t.teardown(() => sub.unsubscribe());
+    return got;
+  };
+
+  const bad: [string, unknown, string][] = [
+    ['not json', 'this is not json', 'INVALID_JSON'],
+    ['schema: missing from_user_id', { group_id: 'g1', msg_content: 'x', client_msg_id: 'z' }, 'VALIDATION_FAILED'],
+    ['schema: AI_REPLY', payload({ msg_type: 'AI_REPLY' }), 'VALIDATION_FAILED'],
+    ['unknown group', payload({ group_id: 'nope' }), 'NOT_FOUND'],
+    ['non-member sender', payload({ from_user_id: 'out1' }), 'FORBIDDEN'],
+  ];
+
+  t.test('core subject: stored (with a reply), duplicates once, invalid payloads dead-lettered with the reason', async (t) => {
+    const n = names(t);
+    const { c } = await boot(t, n);
+    t.ok(c.natsIngress.connected);
+    await seedGroup(c, 'g1', ['pat1', 'doc1']);
+    await c.userService.create(admin, { user_id: 'out1', username: 'outsider' });
+    const dlq = await collect(t, n.dlq);
+
+    const p = payload({ client_msg_id: 'n-1' });
+    const r1 = json(await nc.request(n.subject, enc(p), { timeout: 20_000 }));
+    t.match(r1, { status: 'stored', message: { group_id: 'g1', from_user_id: 'pat1', seq: 1, client_msg_id: 'n-1' } });
+    const r2 = json(await nc.request(n.subject, enc(p), { timeout: 20_000 }));
+    t.match(r2, { status: 'duplicate', message: { message_id: r1.message.message_id } }, 'a redelivery answers with the original');
+    nc.publish(n.subject, enc(p)); // fire-and-forget publish works too
+    await waitFor(() => c.natsIngress.stats.duplicate === 2, 'second duplicate');
+    t.equal((await listAll(c)).length, 1, 'stored once');
+    t.equal((await listAll(c))[0].msg_content, TEXT);
+
+    for (const [what, body, code] of bad) {
+      const r = json(await nc.request(n.subject, enc(body), { timeout: 20_000 }));
+      t.equal(r.error?.code, code, `${what}: the requester gets ${code}`);
+    }
+    await waitFor(() => dlq.length === bad.length, 'dead letters received');
+    for (const [what, body, code] of bad) {
+      const raw = typeof body === 'string' ? body : JSON.stringify(body);
+      const l = dlq.find((m) => json(m).payload === raw);
+      t.ok(l, `${what}: dead-lettered`);
+      if (!l) continue;
+      t.match(json(l), { error: { code }, source: n.subject, transport: 'nats', payload_encoding: 'utf8' });
+      t.equal(l.headers?.get('x-im-error-code'), code, 'reason in a header too');
+    }
+    t.equal(c.natsIngress.stats.dead_lettered, bad.length);
+    t.equal((await listAll(c)).length, 1, 'no invalid payload stored');
+  });
+
+  t.test('core subject: a storage outage is retried, never dead-lettered', async (t) => {
+    const n = names(t);
+    const { c } = await boot(t, n);
+    await seedGroup(c, 'g1', ['pat1']);
+    const dlq = await collect(t, n.dlq);
+    const repo = c.storage.messages;
+    const realAppend = repo.append.bind(repo);
+    let down = true;
+    repo.append = async (m) => {
+      if (down) throw new UnavailableError();
+      return realAppend(m);
+    };
+    t.teardown(() => {
+      repo.append = realAppend;
+    });
+    const reply = nc.request(n.subject, enc(payload({ client_msg_id: 'o-1' })), { timeout: 30_000 });
+    await waitFor(() => c.natsIngress.stats.requeued >= 2, 'retried');
+    down = false;
+    t.match(json(await reply), { status: 'stored', message: { client_msg_id: 'o-1' } });
+    t.equal(dlq.length, 0, 'nothing dead-lettered');
+  });
+
+  t.test('core subject: connection cut, readiness red, the client reconnects and ingestion resumes', async (t) => {
+    const n = names(t);
+    const proxy = await startTcpProxy(t, SERVICES.nats.port);
+    const { c, baseUrl } = await boot(t, n, { proxy, http: true });
+    await seedGroup(c, 'g1', ['pat1']);
+    const http = api(baseUrl);
+    t.equal((await http.get('/readyz')).status, 200);
+    proxy.refuse(true);
+    proxy.dropAll();
+    await waitFor(() => !c.natsIngress.connected, 'disconnected');
+    const r = await http.get('/readyz');
+    t.equal(r.status, 503, '/readyz reports NATS down');
+    t.match(JSON.stringify(r.body), /nats/);
+    proxy.refuse(false);
+    await waitFor(() => c.natsIngress.connected, 'reconnected');
+    const res = json(await nc.request(n.subject, enc(payload({ client_msg_id: 'after' })), { timeout: 20_000 }));
+    t.equal(res.status, 'stored', 'ingests after reconnecting (queue subscription restored)');
+    t.equal((await http.get('/readyz')).status, 200);
+  });
+
+  t.test('JetStream: durable consumer, ack after commit, nak on outages, term + DLQ, survives a connection cut', async (t) => {
+    const n = names(t);
+    const proxy = await startTcpProxy(t, SERVICES.nats.port);
+    const { c } = await boot(t, n, { proxy, ingress: { jetstream: { stream: n.stream, durable: n.durable, createStream: true }, maxInFlight: 5 } });
+    await seedGroup(c, 'g1', ['pat1', 'doc1']);
+    await c.userService.create(admin, { user_id: 'out1', username: 'outsider' });
+    const info = await jsm.streams.info(n.stream);
+    t.same(info.config.subjects, [n.subject, n.dlq], 'stream created with the inbound and DLQ subjects');
+    const ci = await jsm.consumers.info(n.stream, n.durable);
+    t.equal(ci.config.ack_policy, 'explicit');
+
+    const p = payload({ client_msg_id: 'js-1' });
+    await js.publish(n.subject, enc(p));
+    await js.publish(n.subject, enc(p));
+    await waitFor(() => c.natsIngress.stats.stored === 1 && c.natsIngress.stats.duplicate === 1, 'stored once, duplicate acked');
+    t.equal((await listAll(c)).length, 1);
+
+    for (const [, body] of bad) await js.publish(n.subject, enc(body));
+    await waitFor(() => c.natsIngress.stats.dead_lettered === bad.length, 'dead-lettered');
+    // the dead letters are persisted in the stream (DLQ subject)
+    await jsm.consumers.add(n.stream, { durable_name: `${n.durable}-dlq`, filter_subject: n.dlq, ack_policy: AckPolicy.None });
+    const dlqConsumer = await js.consumers.get(n.stream, `${n.durable}-dlq`);
+    const letters: { error: { code: string }; payload: string }[] = [];
+    const it = await dlqConsumer.fetch({ max_messages: bad.length, expires: 5000 });
+    for await (const m of it) letters.push(m.json());
+    for (const [what, body, code] of bad) {
+      const raw = typeof body === 'string' ? body : JSON.stringify(body);
+      t.equal(letters.find((l) => l.payload === raw)?.error.code, code, `${what}: ${code} in the DLQ`);
+    }
+
+    // storage outage: nak with a delay, then stored when storage is back
+    const repo = c.storage.messages;
+    const realAppend = repo.append.bind(repo);
+    let down = true;
+    repo.append = async (m) => {
+      if (down) throw new UnavailableError();
+      return realAppend(m);
+    };
+    t.teardown(() => {
+      repo.append = realAppend;
+    });
+    await js.publish(n.subject, enc(payload({ client_msg_id: 'js-outage' })));
+    await waitFor(() => c.natsIngress.stats.requeued >= 2, 'nak-ed and redelivered');
+    down = false;
+    await waitFor(() => c.natsIngress.stats.stored === 2, 'stored after the outage');
+    t.equal(c.natsIngress.stats.dead_lettered, bad.length, 'the outage dead-lettered nothing');
+
+    // connection cut: what is published meanwhile is persisted and ingested after the reconnect
+    proxy.refuse(true);
+    proxy.dropAll();
+    await waitFor(() => !c.natsIngress.connected, 'disconnected');
+    await js.publish(n.subject, enc(payload({ client_msg_id: 'js-while-down' })));
+    proxy.refuse(false);
+    await waitFor(() => c.natsIngress.stats.stored === 3, 'ingested after the reconnect', 60_000);
+    const ids = (await listAll(c)).map((m) => m.client_msg_id);
+    t.same(ids, ['js-1', 'js-outage', 'js-while-down']);
+    await waitFor(async () => {
+      const i = await jsm.consumers.info(n.stream, n.durable);
+      return i.num_ack_pending === 0 && i.num_pending === 0;
+    }, 'everything acknowledged');
+  });
+
+  t.test('JetStream: stop() finishes and acks in-flight deliveries before closing', async (t) => {
+    const n = names(t);
+    const { c, kernel } = await boot(t, n, { ingress: { jetstream: { stream: n.stream, durable: n.durable, createStream: true } } });
+    await seedGroup(c, 'g1', ['pat1']);
+    const repo = c.storage.messages;
+    const realAppend = repo.append.bind(repo);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    repo.append = async (m) => {
+      await gate;
+      return realAppend(m);
+    };
+    await js.publish(n.subject, enc(payload({ client_msg_id: 'inflight' })));
+    await waitFor(() => c.natsIngress.inFlight === 1, 'in flight');
+    const stopping = kernel.stop();
+    setTimeout(release, 200);
+    await stopping;
+    t.equal(c.natsIngress.stats.stored, 1);
+    const i = await jsm.consumers.info(n.stream, n.durable);
+    t.equal(i.num_ack_pending, 0, 'acknowledged before the connection closed');
+    t.equal(i.num_pending, 0);
+    t.equal(c.natsIngress.connected, false);
+  });
+
+  t.test('JetStream: a missing stream without createStream keeps readiness red (and start-up does not hang)', async (t) => {
+    const n = names(t);
+    const { c } = await boot(t, n, { ingress: { jetstream: { stream: n.stream, durable: n.durable }, startWaitMs: 300 } });
+    t.equal(c.natsIngress.connected, false, 'not consuming');
+  });
+
+  t.test('egress: messages and membership changes on im.events.message.<group> / im.events.member.<group>', async (t) => {
+    const n = names(t);
+    const { c } = await boot(t, n, { plugins: ['nats-egress', 'nats-ingress'] });
+    await waitFor(() => c.natsEgress.connected, 'egress connected');
+    const got = await collect(t, `${n.prefix}.>`);
+    await seedGroup(c, 'g1', ['pat1']);
+    c.bus.publish(
+      'message.stored',
+      {
+        message: { message_id: 'remote-1', group_id: 'g1', seq: 9, from_user_id: 'pat1', msg_type: 'TEXT', msg_content: 'x', client_msg_id: null, created_at: '2026-01-01T00:00:00.000Z' },
+        transport: 'http',
+      },
+      { origin: 'remote', instance_id: 'other' },
+    );
+    const { message } = await c.chatService.send(as('pat1'), { group_id: 'g1', msg_content: 'hello' }, { transport: 'http' });
+    await nc.request(n.subject, enc(payload({ client_msg_id: 'egress-via-nats' })), { timeout: 20_000 });
+    await c.userService.create(admin, { user_id: 'doc9', username: 'doc9', user_role: 'DOCTOR' });
+    await c.groupService.addMember(admin, 'g1', { user_id: 'doc9' });
+    await c.groupService.removeMember(admin, 'g1', 'doc9');
+    const on = (s: string) => got.filter((m) => m.subject === s).map(json);
+    await waitFor(() => on(`${n.prefix}.member.g1`).length >= 3 && on(`${n.prefix}.message.g1`).length >= 2, 'events received');
+    const msgs = on(`${n.prefix}.message.g1`);
+    t.equal(msgs.length, 2, 'local messages only');
+    t.match(msgs.find((e) => e.data.message_id === message.message_id), { event: 'message.stored', transport: 'http', data: { msg_content: 'hello' } });
+    t.match(msgs.find((e) => e.data.client_msg_id === 'egress-via-nats'), { event: 'message.stored', transport: 'nats' });
+    const members = on(`${n.prefix}.member.g1`);
+    t.ok(members.some((e) => e.event === 'member.added' && e.data.user_id === 'doc9'));
+    t.ok(members.some((e) => e.event === 'member.removed' && e.data.user_id === 'doc9'));
+    const raw = got.find((m) => m.subject === `${n.prefix}.message.g1` && json(m).data.message_id === message.message_id)!;
+    t.equal(raw.headers?.get('Nats-Msg-Id'), message.message_id);
+  });
+
+  t.test('a message ingested from NATS is pushed over WebSocket', async (t) => {
+    const n = names(t);
+    const { c, baseUrl } = await boot(t, n, { plugins: ['ws', 'nats-ingress'], http: true });
+    await seedGroup(c, 'g1', ['pat1', 'doc1']);
+    const ws = await connectWs(t, baseUrl, 'doc1', await tokenFor(c, 'doc1'));
+    await waitFor(() => c.wsConnections.groupSocketCount('g1') >= 1, 'socket indexed under the group');
+    nc.publish(n.subject, enc(payload({ client_msg_id: 'ws-1' })));
+    const f = await ws.next((x) => x.type === 'message' && x.data.client_msg_id === 'ws-1', 'message frame');
+    t.match(f.data, { group_id: 'g1', from_user_id: 'pat1', msg_content: TEXT });
+  });
+}
