@@ -284,13 +284,16 @@ export class AiRouter {
       const free = halfOpen ? (this.inflight.size === 0 ? 1 : 0) : this.options.concurrency - this.inflight.size;
       if (free <= 0) return;
       const now = this.deps.clock.now().getTime();
+      // claimDue also returns records this instance already holds: those in flight when the claim
+      // started are skipped even if they finished meanwhile (else a finished record would run twice).
+      const busy = new Set(this.inflight.keys());
       const claimed = await this.deps.storage.aiRecords.claimDue({
         owner: this.deps.instanceId,
         now: new Date(now).toISOString(),
         lease_until: new Date(now + this.options.leaseMs).toISOString(),
         limit: free + this.inflight.size,
       });
-      const fresh = claimed.filter((r) => !this.inflight.has(r.record_id));
+      const fresh = claimed.filter((r) => !busy.has(r.record_id) && !this.inflight.has(r.record_id));
       let started = 0;
       for (const r of fresh) {
         if (started < free && !this.stopping && this.breaker.tryAcquire()) {
@@ -321,11 +324,17 @@ export class AiRouter {
   }
 
   /** One attempt on a claimed record, and its outcome written to the record. */
-  private async attempt(record: AiInteractionRecord, stopSignal: AbortSignal): Promise<void> {
+  private async attempt(claimed: AiInteractionRecord, stopSignal: AbortSignal): Promise<void> {
     const { storage, clock, provider } = this.deps;
     if (!provider || stopSignal.aborted) {
       this.breaker.release();
-      await this.releaseLease(record.record_id);
+      await this.releaseLease(claimed.record_id);
+      return;
+    }
+    // Re-read: the record must still be pending and ours (a lease can expire while waiting for a slot).
+    const record = await storage.aiRecords.get(claimed.record_id);
+    if (!record || record.status !== AI_STATUS.PENDING || record.lease_owner !== this.deps.instanceId) {
+      this.breaker.release();
       return;
     }
     const message = await storage.messages.get(record.user_message_id);

@@ -16,8 +16,12 @@ import { CircuitBreaker, retryDelayMs } from '../../plugins/ai-router/circuit-br
 import { admin, as, bootKernel, seedGroup, type Booted } from '../helpers/boot.js';
 import { startFakeAi, waitFor, type FakeAi, type FakeAiAnswer } from '../helpers/fake-ai.js';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
+import { createTestDatabase } from '../helpers/services.js';
 
 type Frame = { type: string; status?: string; group_id?: string; user_message_id?: string } & Record<string, unknown>;
+
+// Same limit as the tap runner's config (package.json): this file runs ~25 s on a busy 2-core machine.
+t.setTimeout(120_000);
 
 /** Fast retries for tests; every setting can be overridden per test. */
 const FAST = {
@@ -536,6 +540,36 @@ t.test('two instances on one store: each record is worked once (leases)', async 
   t.equal(keys.length, 20, 'one call per record');
   t.equal(new Set(keys).size, 20);
   t.equal((await aiReplies(a.c, 'g1')).length, 20, 'exactly one reply per message');
+});
+
+t.test('two instances on one PostgreSQL database: each record is worked once', { skip: ADAPTERS.storage?.sequelize ? false : 'sequelize adapter not registered' }, async (t) => {
+  const tb = Date.now();
+  const url = await createTestDatabase(t);
+  if (!url) return;
+  t.comment(`database ${Date.now() - tb} ms`);
+  const fake = await startFakeAi(t, (req) => ({ delayMs: 5, body: { reply: `re ${req.json.record_id}` } }));
+  const bootPg = (instanceId: string): Promise<Booted> =>
+    bootKernel(t, {
+      plugins: [...CORE, 'ai-router'],
+      adapters: { storage: 'sequelize', 'ai-provider': 'webhook' },
+      config: { instanceId, storage: { url, migrate: true }, ai: { url: fake.url }, 'ai-router': { ...FAST, concurrency: 3 } },
+    });
+  const tk = Date.now();
+  const a = await bootPg('pg-a');
+  const b = await bootPg('pg-b');
+  t.comment(`boot ${Date.now() - tk} ms`);
+  await seedGroup(a.c, 'g1', ['p1', 'ai1']);
+  const t0 = Date.now();
+  const msgs = await Promise.all(Array.from({ length: 30 }, (_, i) => send(i % 2 ? a.c : b.c, 'p1', 'g1', `m${i}`)));
+  const t1 = Date.now();
+  await waitFor(async () => (await a.c.storage.aiRecords.list({ status: 1, limit: 100 })).length === 30, '30 records succeeded');
+  t.comment(`sends ${t1 - t0} ms, AI work ${Date.now() - t1} ms`);
+  const keys = fake.requests.map((r) => String(r.headers['idempotency-key']));
+  t.equal(keys.length, 30, 'one call per record');
+  t.equal(new Set(keys).size, 30);
+  const replies = await aiReplies(b.c, 'g1');
+  t.equal(replies.length, 30, 'exactly one reply per message');
+  t.equal(new Set(replies.map((r) => r.client_msg_id)).size, 30);
 });
 
 t.test('idle while no AI URL is configured', async (t) => {
