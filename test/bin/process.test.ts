@@ -15,6 +15,9 @@ import { resolveUnits } from '../../bin/compose.js';
 import { ADAPTERS } from '../../bin/registry.js';
 import { CONFIG_DIR, loadConfig, validateRootConfig } from '../../config/loader.js';
 
+// Spawning real processes is slow on a busy 2-core machine: the tap config's limit, also for direct runs.
+t.setTimeout(120_000);
+
 const MAIN = fileURLToPath(new URL('../../bin/main.js', import.meta.url));
 const SECRET = 'process-test-secret-0123456789abcdef';
 const PLUGINS = 'auth,users,groups,chat,metrics,http';
@@ -234,9 +237,13 @@ t.test('a bad config exits non-zero with one line on stderr naming the setting',
     ['bad log level', { IM_LOG_LEVEL: 'loud', IM_PLUGINS: PLUGINS }, /log\.level.*IM_LOG_LEVEL/],
     ['missing config file', { IM_CONFIG: join(dir, 'nope.json') }, /IM_CONFIG: cannot read/],
   ];
-  for (const [name, env, pattern] of cases) {
+  const runs = cases.map(([name, env]) => {
     const svc = start(t, { ...base, ...env }, dir);
-    const { code } = await within(svc.exited, WAIT_MS, name);
+    return { svc, exited: within(svc.exited, WAIT_MS, name) };
+  });
+  for (const [i, [name, , pattern]] of cases.entries()) {
+    const { svc, exited } = runs[i]!;
+    const { code } = await exited;
     t.not(code, 0, `${name}: exit code ${code}`);
     const lines = svc.stderr().trim().split('\n');
     t.equal(lines.length, 1, `${name}: one line: ${svc.stderr()}`);
@@ -314,6 +321,10 @@ t.test('logs: JSON lines with request ids, no message content at info', async (t
   }
   const ofRequest = svc.lines.filter((l) => l.req_id === 'trace-abc-123');
   t.ok(ofRequest.length >= 1, 'lines of the request carry its id');
+  t.ok(
+    ofRequest.some((l) => l.user_id === 'pat1' && l.route === '/api/message/send' && l.status === 201 && typeof l.duration_ms === 'number'),
+    'the access line names the user, the route pattern and the status',
+  );
   t.notMatch(JSON.stringify(svc.lines), 'SECRET-SYMPTOM', 'message content never logged at info');
   t.notMatch(JSON.stringify(svc.lines), SECRET, 'the JWT secret never logged');
 });
