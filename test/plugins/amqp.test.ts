@@ -129,7 +129,7 @@ if (await requireService(t, 'amqp')) {
   t.test('valid payloads are stored, duplicates once, invalid ones dead-lettered with the reason', async (t) => {
     const n = names(t);
     const logs: LogLine[] = [];
-    const { c } = await boot(t, n, { logs });
+    const { c } = await boot(t, n, { logs, plugins: ['metrics', 'amqp-ingress'] });
     t.ok(c.amqpIngress.connected, 'consuming after start');
     await seedGroup(c, 'g1', ['pat1', 'doc1']);
     await c.userService.create(admin, { user_id: 'out1', username: 'outsider' });
@@ -181,6 +181,10 @@ if (await requireService(t, 'amqp')) {
       t.equal(l.properties.headers?.['x-im-error-code'], code, 'reason also in a header');
     }
     await waitFor(() => c.amqpIngress.stats.dead_lettered === bad.length, 'dead letters counted');
+    const text = await c.metricsRegistry.metrics();
+    t.match(text, 'im_broker_deliveries_total{transport="amqp",outcome="stored"} 1', 'metrics: stored');
+    t.match(text, 'im_broker_deliveries_total{transport="amqp",outcome="duplicate"} 2', 'metrics: duplicates');
+    t.match(text, `im_broker_deliveries_total{transport="amqp",outcome="dead_lettered"} ${bad.length}`, 'metrics: dead-lettered');
     const q = await ch.checkQueue(n.queue);
     t.equal(q.messageCount, 0, 'nothing left in the inbound queue');
     t.equal((await listAll(c)).length, 1, 'no invalid payload was stored');

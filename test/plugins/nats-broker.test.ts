@@ -114,7 +114,7 @@ if (await requireService(t, 'nats')) {
 
   t.test('core subject: stored (with a reply), duplicates once, invalid payloads dead-lettered with the reason', async (t) => {
     const n = names(t);
-    const { c } = await boot(t, n);
+    const { c } = await boot(t, n, { plugins: ['metrics', 'nats-ingress'] });
     t.ok(c.natsIngress.connected);
     await seedGroup(c, 'g1', ['pat1', 'doc1']);
     await c.userService.create(admin, { user_id: 'out1', username: 'outsider' });
@@ -145,6 +145,9 @@ if (await requireService(t, 'nats')) {
     }
     t.equal(c.natsIngress.stats.dead_lettered, bad.length);
     t.equal((await listAll(c)).length, 1, 'no invalid payload stored');
+    const text = await c.metricsRegistry.metrics();
+    t.match(text, 'im_broker_deliveries_total{transport="nats",outcome="stored"} 1', 'metrics: stored');
+    t.match(text, `im_broker_deliveries_total{transport="nats",outcome="dead_lettered"} ${bad.length}`, 'metrics: dead-lettered');
   });
 
   t.test('core subject: a storage outage is retried, never dead-lettered', async (t) => {
