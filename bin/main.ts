@@ -38,7 +38,7 @@ export function oneLine(err: unknown, env: NodeJS.ProcessEnv = process.env): str
 
 /** Milliseconds between the first signal and a forced exit 1. */
 export function shutdownDeadlineMs(config: RootConfig): number {
-  const k = config.kernel as RootConfig['kernel'] & { shutdownDeadlineMs?: number };
+  const k = config.kernel;
   return k.shutdownDeadlineMs ?? k.stopTimeoutMs + 10_000;
 }
 

@@ -8,7 +8,8 @@ export interface RootConfig {
   plugins: string[];
   /** Port slot -> implementation ('none' leaves the slot empty). */
   adapters: Record<string, string>;
-  kernel: { startTimeoutMs: number; stopTimeoutMs: number };
+  /** Per-step limits, and the whole shutdown's deadline (bin/main exits 1 past it). */
+  kernel: { startTimeoutMs: number; stopTimeoutMs: number; shutdownDeadlineMs?: number };
   /** Sections of plugins and adapters, validated by each of them. */
   [section: string]: unknown;
 }
@@ -24,5 +25,6 @@ export const rootConfigSchema = Joi.object<RootConfig>({
   kernel: Joi.object({
     startTimeoutMs: Joi.number().integer().min(100).default(30_000),
     stopTimeoutMs: Joi.number().integer().min(100).default(15_000),
+    shutdownDeadlineMs: Joi.number().integer().min(100),
   }).default(),
 }).unknown(true);
