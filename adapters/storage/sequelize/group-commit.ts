@@ -14,6 +14,8 @@ export interface GroupCommitStats {
 
 export interface GroupCommitOptions<I, R> {
   maxSize: number;
+  /** Batches in flight at once (their transactions overlap: one prepares while another commits). */
+  concurrency: number;
   /** Writes the whole batch in one transaction; one result per item, in order. */
   writeBatch(items: I[]): Promise<R[]>;
   /** Writes one item on its own (used to give each caller its own error after a failed batch). */
@@ -24,8 +26,8 @@ export interface GroupCommitOptions<I, R> {
 
 /**
  * Group commit: concurrent submit() calls are queued and written by one
- * transaction per batch (at most `maxSize` items). While a batch commits, new
- * calls queue for the next one, so batches grow with load and the cost of a
+ * transaction per batch (at most `maxSize` items, at most `concurrency` batches
+ * in flight). While batches commit, new calls queue for the next one, so batches grow with load and the cost of a
  * commit is shared. Each caller gets its own result. When a batch fails for a
  * reason other than unavailability, its items are retried one by one so every
  * caller gets its own outcome; when the store is unreachable every caller of
@@ -33,7 +35,9 @@ export interface GroupCommitOptions<I, R> {
  */
 export class GroupCommit<I, R> {
   private queue: Pending<I, R>[] = [];
-  private running: Promise<void> | null = null;
+  /** Batches loops running; changed synchronously, so a submit never strands in the queue. */
+  private active = 0;
+  private idleWaiters: Array<() => void> = [];
   private closed = false;
   readonly stats: GroupCommitStats = { batches: 0, items: 0, largestBatch: 0 };
 
@@ -43,26 +47,31 @@ export class GroupCommit<I, R> {
     if (this.closed) return Promise.reject(new UnavailableError('storage is stopping'));
     return new Promise<R>((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
-      if (!this.running) this.running = this.drain();
+      if (this.active < this.opts.concurrency) {
+        this.active++;
+        void this.work();
+      }
     });
   }
 
   /** Rejects new submissions and waits for queued ones to finish. */
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.closed = true;
-    while (this.running) await this.running;
+    if (this.active === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
   }
 
-  private async drain(): Promise<void> {
-    // Let the calls of this turn of the event loop join the first batch.
-    await new Promise<void>((r) => setImmediate(r));
+  private async work(): Promise<void> {
     try {
+      // Let the calls of this turn of the event loop join the first batch.
+      await new Promise<void>((r) => setImmediate(r));
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, this.opts.maxSize);
         await this.runBatch(batch);
       }
     } finally {
-      this.running = null;
+      this.active--;
+      if (this.active === 0) for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 

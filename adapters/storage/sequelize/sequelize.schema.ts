@@ -13,7 +13,7 @@ export interface SequelizeStorageOptions {
   /** Log every SQL statement at debug level (never at info: statements carry medical data). */
   logSql: boolean;
   /** Group commit: most appends written by one transaction. */
-  batch: { maxSize: number };
+  batch: { maxSize: number; concurrency: number };
 }
 
 const PG_URL = /^postgres(ql)?:\/\/[^\s]+$/;
@@ -36,6 +36,7 @@ export const sequelizeStorageOptionsSchema = Joi.object<SequelizeStorageOptions>
   logSql: Joi.boolean().default(false),
   batch: Joi.object({
     maxSize: Joi.number().integer().min(1).max(1000).default(256),
+    concurrency: Joi.number().integer().min(1).max(16).default(2),
   }).default(),
 });
 
@@ -43,6 +44,9 @@ export const sequelizeStorageOptionsSchema = Joi.object<SequelizeStorageOptions>
 export function parseStorageOptions(raw: unknown): SequelizeStorageOptions {
   const o = validateOptions(sequelizeStorageOptionsSchema, raw);
   if (o.pool.min > o.pool.max) throw new Error('pool.min: must not exceed pool.max');
+  if (o.batch.concurrency >= o.pool.max && isPostgresUrl(o.url)) {
+    throw new Error('batch.concurrency: must be below pool.max (appends must leave connections for reads)');
+  }
   if (o.replicas.length > 0 && !isPostgresUrl(o.url)) {
     throw new Error('replicas: read replicas need PostgreSQL (url is SQLite); remove replicas or use a postgres:// url');
   }

@@ -88,6 +88,8 @@ export class SequelizeStorage implements Storage {
     this.db = this.dialect === 'postgres' ? new PostgresExecutor(this.sequelize) : new SqliteExecutor(this.sequelize);
     this.commit = new GroupCommit<NewMessage, AppendResult>({
       maxSize: options.batch.maxSize,
+      // SQLite has one writer: overlapping batches would only queue.
+      concurrency: this.dialect === 'postgres' ? options.batch.concurrency : 1,
       writeBatch: (items) => appendInOwnTransaction(this.db, items),
       writeOne: async (item) => (await appendInOwnTransaction(this.db, [item]))[0]!,
       isUnavailable,

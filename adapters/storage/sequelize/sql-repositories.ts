@@ -105,11 +105,16 @@ function valuesList(bind: unknown[], rows: readonly (readonly unknown[])[]): str
     .join(', ');
 }
 
-/** A stored duplicate appeared between the replay check and the insert (another process): redo the batch. */
-export class ConcurrentReplayError extends Error {
-  constructor() {
-    super('a concurrent append stored the same client_msg_id');
-    this.name = 'ConcurrentReplayError';
+/**
+ * Some rows were not inserted because their (group, sender, client_msg_id) is
+ * already stored (a replay, or another process stored it meanwhile): the
+ * transaction is rolled back and redone with those keys looked up first, so no
+ * seq is ever skipped.
+ */
+export class ReplayDetectedError extends Error {
+  constructor(readonly keys: readonly string[]) {
+    super('some appends are replays of stored messages');
+    this.name = 'ReplayDetectedError';
   }
 }
 
@@ -119,15 +124,23 @@ const clientKey = (m: { group_id: string; from_user_id: string; client_msg_id: s
 /**
  * Appends a batch of messages inside transaction `tx` (the group-commit write):
  * 1. replays (same group, sender and client_msg_id) inside the batch share the first one's result;
- * 2. one SELECT finds the replays of stored messages (they return the original, created=false);
+ * 2. keys in `suspects` (known or likely replays) are looked up by the unique
+ *    index (one equality lookup each): found ones return the original, created=false;
  * 3. one upsert advances each group's counter once by its number of new messages
- *    (groups in sorted order, so concurrent writers lock counters in the same order)
- *    and seq is handed out in queue order;
- * 4. one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING; a missing row means
- *    another process stored the same client_msg_id meanwhile: ConcurrentReplayError
- *    (the caller rolls back and redoes the batch, so no seq is ever skipped).
+ *    (groups in sorted order, so concurrent writers lock counters in the same
+ *    order; the row lock is held to commit, so seq follows commit order), and
+ *    seq is handed out in queue order;
+ * 4. one multi-row INSERT ... ON CONFLICT (group_id, from_user_id, client_msg_id)
+ *    DO NOTHING RETURNING; a missing row means a replay that was not looked up:
+ *    ReplayDetectedError with its key (the caller rolls back and redoes).
+ * The common case (no replay) costs two statements for the whole batch.
  */
-export async function appendBatch(db: SqlExecutor, tx: TxHandle, items: readonly NewMessage[]): Promise<AppendResult[]> {
+export async function appendBatch(
+  db: SqlExecutor,
+  tx: TxHandle,
+  items: readonly NewMessage[],
+  suspects: ReadonlySet<string> = new Set(),
+): Promise<AppendResult[]> {
   const results: Array<AppendResult | undefined> = new Array(items.length);
   const firstByKey = new Map<string, number>();
   const dupOf = new Array<number>(items.length).fill(-1);
@@ -139,16 +152,15 @@ export async function appendBatch(db: SqlExecutor, tx: TxHandle, items: readonly
     else dupOf[i] = first;
   });
 
-  if (firstByKey.size > 0) {
+  const lookups = [...firstByKey.entries()].filter(([k]) => suspects.has(k)).map(([, i]) => items[i]!);
+  if (lookups.length > 0) {
     const bind: unknown[] = [];
-    const conds: string[] = [];
-    for (const i of firstByKey.values()) {
-      const m = items[i]!;
+    const parts = lookups.map((m) => {
       bind.push(m.group_id, m.from_user_id, m.client_msg_id);
       const n = bind.length;
-      conds.push(`(group_id = $${n - 2} AND from_user_id = $${n - 1} AND client_msg_id = $${n})`);
-    }
-    const rows = await db.query(`SELECT ${MSG_COLS} FROM messages WHERE ${conds.join(' OR ')}`, bind, { tx });
+      return `SELECT ${MSG_COLS} FROM messages WHERE group_id = $${n - 2} AND from_user_id = $${n - 1} AND client_msg_id = $${n}`;
+    });
+    const rows = await db.query(parts.join(' UNION ALL '), bind, { tx });
     for (const r of rows) {
       const original = toMessage(r);
       const i = firstByKey.get(clientKey(original)!);
@@ -200,7 +212,10 @@ export async function appendBatch(db: SqlExecutor, tx: TxHandle, items: readonly
       bind,
       { tx },
     );
-    if (inserted.length !== stored.length) throw new ConcurrentReplayError();
+    if (inserted.length !== stored.length) {
+      const got = new Set(inserted.map((r) => String(r.message_id)));
+      throw new ReplayDetectedError(stored.filter((m) => !got.has(m.message_id)).map((m) => clientKey(m)!));
+    }
     fresh.forEach((i, k) => {
       results[i] = { message: stored[k]!, created: true };
     });
@@ -211,13 +226,15 @@ export async function appendBatch(db: SqlExecutor, tx: TxHandle, items: readonly
   return results as AppendResult[];
 }
 
-/** Runs appendBatch in its own transaction, redoing it when a concurrent replay raced it. */
+/** Runs appendBatch in its own transaction; when replays show up, rolls back and redoes it looking them up first. */
 export async function appendInOwnTransaction(db: SqlExecutor, items: readonly NewMessage[]): Promise<AppendResult[]> {
+  const suspects = new Set<string>();
   for (let attempt = 1; ; attempt++) {
     try {
-      return await db.transaction((tx) => appendBatch(db, tx, items));
+      return await db.transaction((tx) => appendBatch(db, tx, items, suspects));
     } catch (err) {
-      if (err instanceof ConcurrentReplayError) {
+      if (err instanceof ReplayDetectedError) {
+        for (const k of err.keys) suspects.add(k);
         if (attempt < 5) continue;
         throw new UnavailableError('concurrent appends kept colliding; retry');
       }
@@ -373,9 +390,11 @@ export function sqlRepositories(
       async append(message) {
         if (!tx) return append(message);
         try {
-          return (await appendBatch(db, tx, [message]))[0]!;
+          // Inside a caller's transaction there is no redo: look the key up first.
+          const key = clientKey(message);
+          return (await appendBatch(db, tx, [message], new Set(key === null ? [] : [key])))[0]!;
         } catch (err) {
-          if (err instanceof ConcurrentReplayError) {
+          if (err instanceof ReplayDetectedError) {
             throw new ConflictError(`client_msg_id '${message.client_msg_id}' was stored concurrently; retry`);
           }
           throw mapAppendError(err, [message]);
