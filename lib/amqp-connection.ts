@@ -25,7 +25,7 @@ export const amqpConnectionKeys = {
     initialDelayMs: Joi.number().integer().min(10).max(60_000).default(500),
     maxDelayMs: Joi.number().integer().min(10).max(600_000).default(30_000),
   }).default(),
-  startWaitMs: Joi.number().integer().min(0).max(120_000).default(10_000),
+  startWaitMs: Joi.number().integer().min(0).max(120_000).default(5000),
 };
 
 function redact(url: string): string {
@@ -119,9 +119,13 @@ export class AmqpConnection {
   recycle(reason: string): void {
     const m = this.current;
     if (!m || this.closed) return;
-    this.logger.warn({ reason }, 'amqp channel lost; reopening the connection');
-    this.ready = false;
-    m.close().catch(() => undefined);
+    // A lost connection closes its channels first: let its own 'disconnect' land, and act only on a channel lost alone.
+    setImmediate(() => {
+      if (this.current !== m || !this.ready || this.closed) return;
+      this.logger.warn({ reason }, 'amqp channel lost; reopening the connection');
+      this.ready = false;
+      m.close().catch(() => undefined);
+    });
   }
 
   /** Stops reconnecting and closes the connection. Idempotent. */

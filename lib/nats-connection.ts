@@ -23,7 +23,7 @@ export const natsConnectionKeys = {
     initialDelayMs: Joi.number().integer().min(10).max(60_000).default(250),
     maxDelayMs: Joi.number().integer().min(10).max(600_000).default(10_000),
   }).default(),
-  startWaitMs: Joi.number().integer().min(0).max(120_000).default(10_000),
+  startWaitMs: Joi.number().integer().min(0).max(120_000).default(5000),
 };
 
 function redact(url: string): string {
@@ -122,7 +122,7 @@ export class NatsConnectionManager {
       } catch (err) {
         this.up = false;
         if (this.closed) return;
-        this.logger.warn({ err: (err as Error).message, url: redact(this.url) }, 'nats connect failed');
+        this.logger.warn({ err: (err as Error).message, url: redact(this.url) }, 'nats connect or setup failed');
         if (nc) await nc.close().catch(() => undefined);
       }
       if (this.nc === nc) this.nc = null;

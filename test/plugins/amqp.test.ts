@@ -301,6 +301,32 @@ if (await requireService(t, 'amqp')) {
     t.ok(ids.includes('while-down'));
   });
 
+  t.test('a consumer cancelled by the broker (queue deleted) is re-declared and consumes again', async (t) => {
+    const n = names(t);
+    const logs: LogLine[] = [];
+    const { c } = await boot(t, n, { logs });
+    await seedGroup(c, 'g1', ['pat1']);
+    const connectsBefore = logs.filter((l) => l.msg === 'amqp connected').length;
+    await ch.deleteQueue(n.queue);
+    await waitFor(() => logs.filter((l) => l.msg === 'amqp connected').length > connectsBefore, 'new connection after the cancel');
+    await waitFor(() => c.amqpIngress.connected, 'consuming again');
+    // checkQueue on a missing queue closes its channel: probe on a throwaway one
+    const consumers = async (): Promise<number> => {
+      const probe = await client.createChannel();
+      probe.on('error', () => undefined);
+      try {
+        return (await probe.checkQueue(n.queue)).consumerCount;
+      } catch {
+        return 0;
+      } finally {
+        await probe.close().catch(() => undefined);
+      }
+    };
+    await waitFor(async () => (await consumers()) === 1, 'queue re-declared with a consumer');
+    publish(n.queue, payload({ client_msg_id: 'after-cancel' }));
+    await waitFor(() => c.amqpIngress.stats.stored === 1, 'stored');
+  });
+
   t.test('stop(): cancels the consumer first, finishes and acks in-flight deliveries, then closes', async (t) => {
     const n = names(t);
     const { c, kernel } = await boot(t, n);
