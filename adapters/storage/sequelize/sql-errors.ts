@@ -52,6 +52,20 @@ export function isUnavailable(err: unknown): boolean {
   return UNAVAILABLE_TEXT.test(message);
 }
 
+/**
+ * The cause kept on typed errors (for logs): name, driver code and driver
+ * message only, never the statement or its bind values (medical data).
+ */
+export function safeCause(err: unknown): Error {
+  const { code } = driverError(err);
+  const e = err as { name?: unknown; original?: { message?: unknown }; parent?: { message?: unknown }; message?: unknown };
+  const inner = e.original ?? e.parent;
+  const out = new Error(String(inner?.message ?? e.message ?? err));
+  out.name = typeof e.name === 'string' ? e.name : 'Error';
+  if (code) (out as Error & { code?: string }).code = code;
+  return out;
+}
+
 export interface ErrorContext {
   /** Message of the ConflictError for a unique violation (e.g. "user 'u1' already exists"). */
   conflict?: string;
@@ -66,15 +80,14 @@ export interface ErrorContext {
  */
 export function toStorageError(err: unknown, ctx: ErrorContext = {}): AppError {
   if (err instanceof AppError) return err;
-  if (isUnavailable(err)) return new UnavailableError('storage unavailable', err);
+  if (isUnavailable(err)) return new UnavailableError('storage unavailable', safeCause(err));
   if (err instanceof UniqueConstraintError) return new ConflictError(ctx.conflict ?? 'already exists');
   const { code } = driverError(err);
-  if (code === '23505' || code === 'SQLITE_CONSTRAINT' && /UNIQUE|PRIMARY KEY/i.test(driverError(err).message)) {
+  if (code === '23505' || (code === 'SQLITE_CONSTRAINT' && /UNIQUE|PRIMARY KEY/i.test(driverError(err).message))) {
     return new ConflictError(ctx.conflict ?? 'already exists');
   }
   if (err instanceof ForeignKeyConstraintError || code === '23503' || (code === 'SQLITE_CONSTRAINT' && /FOREIGN KEY/i.test(driverError(err).message))) {
     return new NotFoundError(ctx.missing ?? 'a referenced user, group or message does not exist');
   }
-  if (err instanceof BaseError) return new InternalError('storage error', err);
-  return new InternalError('storage error', err);
+  return new InternalError('storage error', err instanceof BaseError ? safeCause(err) : err);
 }

@@ -215,11 +215,31 @@ t.test('whole kernel on sequelize storage (SQLite file): send, replay, list thro
 t.test('postgresql', { skip: pgProbe ? false : 'PostgreSQL unreachable' }, async (t) => {
   t.test('whole kernel on PostgreSQL', async (t) => {
     const url = await createTestDatabase(t);
-    const { c } = await bootKernel(t, { adapters: { storage: 'sequelize' }, config: { storage: { url } } });
+    const { c } = await bootKernel(t, {
+      plugins: ['auth', 'users', 'groups', 'chat', 'metrics'],
+      adapters: { storage: 'sequelize' },
+      config: { storage: { url } },
+    });
     await seedGroup(c, 'pg', ['p1', 'doc1']);
     const r = await c.chatService.send(as('p1'), { group_id: 'pg', msg_content: 'hello', client_msg_id: 'c' }, { transport: 'test' });
     t.equal(r.message.seq, 1);
     t.same((await c.chatService.list(as('doc1'), { group_id: 'pg', after_seq: 0 })).messages, [r.message]);
+    const text = await c.metricsRegistry.metrics();
+    t.match(text, /im_storage_pool_connections\{pool="write",state="in_use"\} \d+/, 'pool gauge exported');
+    t.match(text, /im_storage_pool_connections\{pool="write",state="idle"\} [1-9]/, 'the pool holds idle connections after use');
+  });
+
+  t.test('errors: typed, readable, without SQL or bind values', async (t) => {
+    const url = (await createTestDatabase(t))!;
+    const s = await openStorage(t, url);
+    await seed(s);
+    const err = await s.messages.append(msg('g1', 'u1', { msg_type: 'X'.repeat(40) as never, msg_content: 'secret-medical-text' })).catch((e: unknown) => e);
+    t.ok(err instanceof Error && (err as { code?: string }).code === 'INTERNAL', 'driver error -> INTERNAL');
+    const dump = JSON.stringify({ message: (err as Error).message, cause: String((err as Error).cause), all: err, causeProps: { ...((err as Error).cause as object) } });
+    t.notMatch(dump, /INSERT|SELECT|secret-medical-text/, 'neither SQL nor values in the error or its cause');
+    await t.rejects(s.members.add(member('g1', 'nobody')), { code: 'NOT_FOUND', message: "group 'g1' or user 'nobody' not found" });
+    await t.rejects(s.members.add(member('g1', 'u1')), { code: 'CONFLICT', message: "user 'u1' is already a member of 'g1'" });
+    await t.rejects(s.groups.create(group('g1', 'u1')), { code: 'CONFLICT', message: "group 'g1' already exists" });
   });
 
   t.test('schema: tables and indexes of the migration', async (t) => {
