@@ -72,7 +72,8 @@ if (await requireService(t, 'amqp')) {
   };
 
   const publish = (queue: string, body: unknown): void => {
-    ch.sendToQueue(queue, Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)), { persistent: true });
+    const buf = Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+    ch.sendToQueue(queue, buf, { persistent: true });
   };
 
   /** Reads n messages from a queue (waiting for them). */
@@ -157,6 +158,8 @@ if (await requireService(t, 'amqp')) {
 
     const bad: [string, unknown, string][] = [
       ['not json', '{"from_user_id": "pat1", oops', 'INVALID_JSON'],
+      ['not UTF-8', Buffer.from([0xff, 0xfe, 0x00, 0x81]), 'INVALID_JSON'],
+      ['too large', JSON.stringify(payload({ msg_content: 'x'.repeat(70_000) })), 'PAYLOAD_TOO_LARGE'],
       ['schema: missing client_msg_id and from_user_id', { group_id: 'g1', msg_content: 'x' }, 'VALIDATION_FAILED'],
       ['schema: unknown field', payload({ extra: 1 }), 'VALIDATION_FAILED'],
       ['schema: AI_REPLY from a broker', payload({ msg_type: 'AI_REPLY' }), 'VALIDATION_FAILED'],
@@ -168,7 +171,7 @@ if (await requireService(t, 'amqp')) {
     const letters = await take(n.dlq, bad.length);
     t.equal(letters.length, bad.length, 'every invalid payload is in the DLQ');
     for (const [what, body, code] of bad) {
-      const raw = typeof body === 'string' ? body : JSON.stringify(body);
+      const raw = Buffer.isBuffer(body) ? body.toString('base64') : typeof body === 'string' ? body : JSON.stringify(body);
       const l = letters.find((m) => JSON.parse(m.content.toString()).payload === raw);
       t.ok(l, `${what}: dead-lettered`);
       if (!l) continue;
@@ -177,6 +180,7 @@ if (await requireService(t, 'amqp')) {
       t.type(env.error.message, 'string');
       t.equal(env.source, n.queue);
       t.equal(env.transport, 'amqp');
+      t.equal(env.payload_encoding, Buffer.isBuffer(body) ? 'base64' : 'utf8');
       t.ok(!Number.isNaN(Date.parse(env.failed_at)), 'failed_at is a time');
       t.equal(l.properties.headers?.['x-im-error-code'], code, 'reason also in a header');
     }
@@ -220,6 +224,25 @@ if (await requireService(t, 'amqp')) {
     const msgs = await listAll(c);
     t.equal(msgs.length, 1);
     t.equal(msgs[0].client_msg_id, 'outage-1');
+  });
+
+  t.test('rate limited sends are requeued after the limiter wait, not dead-lettered', async (t) => {
+    const n2 = names(t);
+    // bootKernel turns the limiter off by default: one send per second per user here
+    const k2 = await bootKernel(t, {
+      plugins: ['auth', 'users', 'groups', 'chat', 'amqp-ingress'],
+      config: {
+        chat: { rateLimit: { points: 1, durationSeconds: 1 } },
+        amqp: { url: SERVICES.amqp.url },
+        'amqp-ingress': { queue: n2.queue, dlq: n2.dlq, retryDelayMs: 50 },
+      },
+    });
+    await seedGroup(k2.c, 'g1', ['pat1']);
+    for (let i = 0; i < 3; i++) publish(n2.queue, payload({ client_msg_id: `rl-${i}` }));
+    await waitFor(() => k2.c.amqpIngress.stats.stored === 3, 'all three stored eventually', 30_000);
+    t.ok(k2.c.amqpIngress.stats.requeued >= 1, 'some were requeued by the rate limit');
+    t.equal(k2.c.amqpIngress.stats.dead_lettered, 0);
+    t.equal((await ch.checkQueue(n2.dlq)).messageCount, 0);
   });
 
   t.test('prefetch bounds deliveries in flight', async (t) => {
