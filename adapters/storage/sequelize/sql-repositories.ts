@@ -463,8 +463,10 @@ export function sqlRepositories(
           bind.push(v);
           sets.push(`${k} = $${bind.length}`);
         }
-        if (sets.length === 0) return this.get(recordId);
-        const rows = await q(`UPDATE ai_interaction_records SET ${sets.join(', ')} WHERE record_id = $1 RETURNING ${RECORD_COLS}`, bind);
+        const rows =
+          sets.length === 0
+            ? await q(`SELECT ${RECORD_COLS} FROM ai_interaction_records WHERE record_id = $1`, bind)
+            : await q(`UPDATE ai_interaction_records SET ${sets.join(', ')} WHERE record_id = $1 RETURNING ${RECORD_COLS}`, bind);
         return rows[0] ? toRecord(rows[0]) : null;
       },
       async claimDue(req) {
