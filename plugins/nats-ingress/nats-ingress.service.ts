@@ -266,8 +266,13 @@ export class NatsIngress implements IngressStatus {
     this.stopping = true;
     this.delays.cancelAll();
     if (this.sub) {
-      // stops interest; messages already received are still processed
-      await this.sub.drain().catch(() => undefined);
+      // stops interest; messages already received are still processed (a drain needs the server: not when it is away)
+      if (this.conn.connected) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([this.sub.drain().catch(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);
+        clearTimeout(timer);
+      }
+      if (!this.sub.isClosed()) this.sub.unsubscribe();
     }
     if (this.messages) {
       this.messages.stop();

@@ -350,6 +350,21 @@ if (await requireService(t, 'amqp')) {
     await waitFor(() => c.amqpIngress.stats.stored === 1, 'stored');
   });
 
+  t.test('stop() while the broker is unreachable returns promptly (no reconnect afterwards)', async (t) => {
+    const n = names(t);
+    const proxy = await startTcpProxy(t, SERVICES.amqp.port);
+    const { c, kernel } = await boot(t, n, { proxy, plugins: ['amqp-egress', 'amqp-ingress'] });
+    await waitFor(() => c.amqpIngress.connected && c.amqpEgress.connected, 'connected');
+    proxy.refuse(true);
+    proxy.dropAll();
+    await waitFor(() => !c.amqpIngress.connected && !c.amqpEgress.connected, 'disconnected');
+    await kernel.stop();
+    t.equal(kernel.state, 'stopped');
+    proxy.refuse(false);
+    await new Promise((r) => setTimeout(r, 600));
+    t.equal(proxy.connections, 0, 'no reconnect after stop');
+  });
+
   t.test('stop(): cancels the consumer first, finishes and acks in-flight deliveries, then closes', async (t) => {
     const n = names(t);
     const { c, kernel } = await boot(t, n);

@@ -192,6 +192,24 @@ if (await requireService(t, 'nats')) {
     t.equal((await http.get('/readyz')).status, 200);
   });
 
+  t.test('stop() while the server is unreachable returns promptly (no reconnect afterwards)', async (t) => {
+    for (const jsMode of [false, true]) {
+      const n = names(t);
+      const proxy = await startTcpProxy(t, SERVICES.nats.port);
+      const ingress = jsMode ? { jetstream: { stream: n.stream, durable: n.durable, createStream: true } } : {};
+      const { c, kernel } = await boot(t, n, { proxy, ingress, plugins: ['nats-ingress', 'nats-egress'] });
+      t.ok(c.natsIngress.connected);
+      proxy.refuse(true);
+      proxy.dropAll();
+      await waitFor(() => !c.natsIngress.connected && !c.natsEgress.connected, 'disconnected');
+      await kernel.stop();
+      t.equal(kernel.state, 'stopped', `${jsMode ? 'JetStream' : 'core'} mode: stopped`);
+      proxy.refuse(false);
+      await new Promise((r) => setTimeout(r, 300));
+      t.equal(proxy.connections, 0, 'no reconnect after stop');
+    }
+  });
+
   t.test('JetStream: durable consumer, ack after commit, nak on outages, term + DLQ, survives a connection cut', async (t) => {
     const n = names(t);
     const proxy = await startTcpProxy(t, SERVICES.nats.port);
