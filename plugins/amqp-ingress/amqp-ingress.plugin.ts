@@ -14,7 +14,7 @@ declare module '../../kernel/container.js' {
 
 /** Per-kernel instance, keyed by the kernel's container (no module-level mutable state). */
 const runtimes = new WeakMap<object, AmqpIngress>();
-const starters = new WeakMap<object, () => AmqpIngress>();
+const factories = new WeakMap<object, () => AmqpIngress>();
 
 /**
  * Broker ingress over AMQP (API.md §7): consumes queue `im.inbound`, sends each
@@ -27,21 +27,18 @@ export const amqpIngressPlugin = definePlugin<AmqpIngressOptions>({
   // Started after the transports and egress that react to what it stores, so it stops first.
   after: ['metrics', 'http', 'ws', 'ai-router', 'amqp-egress', 'nats-egress', 'cluster'],
   options: amqpIngressOptions,
-  register(ctx) {
-    const { container, options, logger } = ctx;
+  register({ container, options, logger, contributions }) {
     const stats = newStats();
-    const get = (): AmqpIngress => {
-      let ingress = runtimes.get(container);
-      if (!ingress) {
-        const c = container.cradle;
-        ingress = new AmqpIngress(
-          { ...options, connectionName: options.connectionName ?? `im-amqp-ingress@${c.instanceId}` },
-          { chatService: c.chatService, clock: c.clock, instanceId: c.instanceId, logger, stats, record: deliveryRecorder(container, 'amqp', stats) },
-        );
-        runtimes.set(container, ingress);
-      }
+    // built in start(): chatService and the metrics registry are resolved once every unit has registered
+    factories.set(container, () => {
+      const c = container.cradle;
+      const ingress = new AmqpIngress(
+        { ...options, connectionName: options.connectionName ?? `im-amqp-ingress@${c.instanceId}` },
+        { chatService: c.chatService, clock: c.clock, instanceId: c.instanceId, logger, stats, record: deliveryRecorder(container, 'amqp', stats) },
+      );
+      runtimes.set(container, ingress);
       return ingress;
-    };
+    });
     container.register({
       amqpIngress: asValue<IngressStatus>({
         get connected() {
@@ -59,11 +56,10 @@ export const amqpIngressPlugin = definePlugin<AmqpIngressOptions>({
       name: 'amqp',
       check: () => runtimes.get(container)?.check() ?? Promise.reject(new Error('amqp: ingress not started')),
     };
-    ctx.contributions.add(READINESS_CHECKS, check);
-    starters.set(container, get);
+    contributions.add(READINESS_CHECKS, check);
   },
   async start({ container }) {
-    await starters.get(container)!().start();
+    await factories.get(container)!().start();
   },
   async stop({ container }) {
     await runtimes.get(container)?.stop();
