@@ -57,6 +57,8 @@ export async function storageContract(t: Test, name: string, makeStorage: MakeSt
   await t.test(`storage contract: ${name}`, async (t) => {
     t.test('users: create, get, getMany, updateRole, conflicts', async (t) => {
       const s = await makeStorage(t);
+      await s.ping();
+      t.pass('ping resolves when the store is reachable');
       const u = user('alice', 'DOCTOR', 5);
       t.same(await s.users.create(u), u);
       t.same(await s.users.get('alice'), u);

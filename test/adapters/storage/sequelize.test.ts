@@ -163,6 +163,10 @@ t.test('migrations: versioned, applied once, by start-up and by npm run migrate'
   t.same(await second.open(), [], 'nothing left to apply');
   const rows = await second.sequelize.query<{ name: string }>('SELECT name FROM schema_migrations', { type: 'SELECT' as never });
   t.same(rows.map((r) => r.name), ['0001-initial-schema'], 'recorded in schema_migrations');
+  const pragma = await second.sequelize.query<{ journal_mode: string }>('PRAGMA journal_mode', { type: 'SELECT' as never });
+  t.equal(pragma[0]?.journal_mode, 'wal', 'SQLite files use WAL');
+  const busy = await second.sequelize.query<{ timeout: number }>('PRAGMA busy_timeout', { type: 'SELECT' as never });
+  t.equal(busy[0]?.timeout, 5000, 'busy timeout set');
   const noMigrate = await openStorage(t, `sqlite:${join(dir, 'empty.sqlite')}`, { migrate: false });
   t.same(await noMigrate.open(), [], 'migrate: false applies nothing');
 
