@@ -18,11 +18,27 @@ import { fdSoftLimit, listProcesses, machineInfo, round } from './lib/proc.js';
 import { writeReport, type BenchReport } from './lib/report.js';
 import { seedGroups, seedUsers } from './lib/seed.js';
 import { addRatios, type Options, type ScenarioReport, type Target, type TargetName, type TargetResult } from './scenarios/common.js';
-import { runFanout } from './scenarios/fanout.scenario.js';
+import { closeSockets, runFanout } from './scenarios/fanout.scenario.js';
 import { AI_USER, MAX_USERS, s1Groups, s2Groups, user } from './scenarios/fixtures.js';
 import { runS3, runS4 } from './scenarios/http.scenario.js';
 import { runS5 } from './scenarios/idle.scenario.js';
 import { FakeAi, runS6, runS7 } from './scenarios/ingress.scenario.js';
+
+/** A TCP connect to the URL's host:port answers within 2 s. */
+async function tcpReachable(url: string): Promise<boolean> {
+  const u = new URL(url);
+  const { connect } = await import('node:net');
+  return new Promise((resolve) => {
+    const s = connect({ host: u.hostname, port: Number(u.port) });
+    const done = (ok: boolean): void => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+    s.setTimeout(2000, () => done(false));
+  });
+}
 
 const AMQP_URL = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const NATS_URL = process.env.BENCH_NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -46,7 +62,7 @@ function parseArgs(argv: string[]): Options {
     drainMs: quick ? 1500 : 2500,
     maxSteps: Number(val('--max-steps') ?? (quick ? 3 : 10)),
     s4Rows: Number(val('--s4-rows') ?? (quick ? 100_000 : 1_000_000)),
-    s5Connections: Number(val('--s5-connections') ?? (quick ? 5000 : 15_000)),
+    s5Connections: Number(val("--s5-connections") ?? (quick ? 3000 : 15_000)),
     only: only ? new Set(only.split(',').map((s) => s.trim().toUpperCase())) : null,
     targets: new Set(targets),
   };
@@ -181,42 +197,42 @@ async function runService(o: Options, reports: Map<string, ScenarioReport>, want
     server = null;
   };
   try {
-    // ---- phase A: core + http + ws
+    // ---- phase A: core + http + ws (+ the broker ingress plugins, idle until S6)
+    const wantS6 = (k: 'amqp' | 'nats'): boolean => want(`S6-${k.toUpperCase()}`) || want('S6');
+    const ing: ('amqp' | 'nats')[] = [];
+    for (const k of ['amqp', 'nats'] as const) {
+      if (!wantS6(k)) continue;
+      const why = !PLUGINS[`${k}-ingress`]
+        ? `the ${k}-ingress plugin is not in bin/registry.ts`
+        : !(await tcpReachable(k === 'amqp' ? AMQP_URL : NATS_URL))
+          ? `no broker at ${k === 'amqp' ? AMQP_URL : NATS_URL}`
+          : null;
+      if (why) reports.get(`S6-${k}`)!.notes.push(`not measured: ${why}`);
+      else ing.push(k);
+    }
     const aIds = ['S1', 'S2', 'S3', 'S4', 'S5'].filter(want);
-    if (aIds.length) {
-      const t = await start('core', core, {});
+    if (aIds.length || ing.length) {
+      // nats.url via the config file: IM_NATS_URL would also switch on the NATS cluster bus, which no scenario measures
+      const t = await start('core', [...core, ...ing.map((k) => `${k}-ingress`)], { amqp: { url: AMQP_URL }, nats: { url: NATS_URL } });
       await ensureUsers(t, Math.min(MAX_USERS, want('S5') ? Math.max(o.s5Connections, 11_100) : 11_100));
       if (want('S1')) await guard(reports.get('S1')!, 'service', () => runFanout('S1', t, o, log));
-      if (want('S2') || want('S3')) await ensureS2();
-      if (want('S2')) await guard(reports.get('S2')!, 'service', () => runFanout('S2', t, o, log));
+      await ensureS2();
       if (want('S3')) await guard(reports.get('S3')!, 'service', () => runS3(t, o, log));
+      // S2 leaves its 10,000 sockets open for S6, which publishes to the same groups
+      if (want('S2')) await guard(reports.get('S2')!, 'service', () => runFanout('S2', t, o, log, ing.length > 0));
+      brokersOn = true;
+      for (const k of ing) await guard(reports.get(`S6-${k}`)!, 'service', () => runS6(k, k === 'amqp' ? AMQP_URL : NATS_URL, t, o, log));
+      brokersOn = false;
+      await closeSockets(t);
       if (want('S4')) await guard(reports.get('S4')!, 'service', () => runS4(t, o, log));
-      if (want('S5')) await guard(reports.get('S5')!, 'service', () => runS5(t, o, log));
       await stop();
     }
-    // ---- phase B: broker ingress
-    if (want('S6-AMQP') || want('S6-NATS') || want('S6')) {
-      const plugins = [...core];
-      const ing: ('amqp' | 'nats')[] = [];
-      for (const k of ['amqp', 'nats'] as const) {
-        if (!(want(`S6-${k.toUpperCase()}`) || want('S6'))) continue;
-        if (PLUGINS[`${k}-ingress`]) {
-          plugins.push(`${k}-ingress`);
-          ing.push(k);
-        } else {
-          reports.get(`S6-${k}`)!.notes.push(`not measured: the ${k}-ingress plugin is not in bin/registry.ts yet`);
-        }
-      }
-      if (ing.length) {
-        // nats.url via the config file (IM_NATS_URL would also switch on the NATS cluster bus, which S6 does not measure)
-        const t = await start('ingress', plugins, { amqp: { url: AMQP_URL }, nats: { url: NATS_URL } });
-        await ensureUsers(t, 11_100);
-        await ensureS2();
-        brokersOn = true;
-        for (const k of ing) await guard(reports.get(`S6-${k}`)!, 'service', () => runS6(k, k === 'amqp' ? AMQP_URL : NATS_URL, t, o, log));
-        brokersOn = false;
-        await stop();
-      }
+    // ---- S5 on a fresh process, so RSS growth is the connections' and not garbage of earlier scenarios
+    if (want('S5')) {
+      const t = await start('idle', core, {});
+      await ensureUsers(t, Math.min(MAX_USERS, Math.max(o.s5Connections, 11_100)));
+      await guard(reports.get('S5')!, 'service', () => runS5(t, o, log));
+      await stop();
     }
     // ---- phase C: AI router + fake AI
     if (want('S7')) {
@@ -254,9 +270,9 @@ async function runService(o: Options, reports: Map<string, ScenarioReport>, want
 async function runPeer(name: 'bare-ws' | 'socketio', o: Options, reports: Map<string, ScenarioReport>, want: (id: string) => boolean): Promise<void> {
   const ids = ['S1', 'S2', 'S5'].filter(want);
   if (!ids.length) return;
-  const nodeArgs = o.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS_DIR, 'profiles')}`] : [];
-  const server = await startPeer(name, name === 'bare-ws' ? 'bare-ws.js' : 'socketio.js', nodeArgs);
-  const loadgen = new Loadgen();
+  const nodeArgs = o.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS_DIR, 'profiles')}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`] : [];
+  let server = await startPeer(name, name === 'bare-ws' ? 'bare-ws.js' : 'socketio.js', nodeArgs);
+  let loadgen = new Loadgen();
   log(`${name}: pid ${server.pid} on ${server.baseUrl}`);
   const t: Target = {
     name,
@@ -273,8 +289,14 @@ async function runPeer(name: 'bare-ws' | 'socketio', o: Options, reports: Map<st
     if (want('S1')) await guard(reports.get('S1')!, name, () => runFanout('S1', t, o, log));
     if (want('S2')) await guard(reports.get('S2')!, name, () => runFanout('S2', t, o, log));
     if (want('S5')) {
-      await t.setGroups({ ...s1Groups(), ...s2Groups() });
-      await guard(reports.get('S5')!, name, () => runS5(t, o, log));
+      // a fresh peer process, as for the service
+      await loadgen.stop();
+      await server.stop();
+      server = await startPeer(name, name === 'bare-ws' ? 'bare-ws.js' : 'socketio.js', nodeArgs);
+      loadgen = new Loadgen();
+      const t5: Target = { ...t, server, loadgen };
+      await t5.setGroups({ ...s1Groups(), ...s2Groups() });
+      await guard(reports.get('S5')!, name, () => runS5(t5, o, log));
     }
   } finally {
     await loadgen.stop();
@@ -335,6 +357,10 @@ async function main(): Promise<void> {
   }
   const reports = new Map(baseReports(o).map((r) => [r.id, r]));
   mkdirSync(RESULTS_DIR, { recursive: true });
+  if (o.profile) {
+    mkdirSync(join(RESULTS_DIR, 'profiles'), { recursive: true });
+    Loadgen.extraExecArgv = ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS_DIR, 'profiles')}`];
+  }
   const started = new Date();
   if (o.targets.has('service')) await runService(o, reports, want, notes);
   if (o.targets.has('bare-ws')) await runPeer('bare-ws', o, reports, want);

@@ -141,11 +141,14 @@ export class Loadgen {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
 
+  /** Set by the harness: node flags for every load generator (e.g. --cpu-prof). */
+  static extraExecArgv: string[] = [];
+
   constructor() {
     this.proc = track(
       fork(join(BENCH_BUILD_DIR, 'loadgen', 'loadgen.js'), [], {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-        execArgv: ['--max-old-space-size=4096'],
+        execArgv: ['--max-old-space-size=4096', ...Loadgen.extraExecArgv],
       }),
     );
     this.proc.on('message', (m: LoadgenReply) => {

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ScenarioReport, StepRecord, TargetResult } from '../scenarios/common.js';
+import { bestStep, type ScenarioReport, type StepRecord, type TargetResult } from '../scenarios/common.js';
 import type { MachineInfo } from './proc.js';
 
 export interface BenchReport {
@@ -21,7 +21,24 @@ const fmt = (x: number | null | undefined, d = 0): string => {
 function figure(r: TargetResult | undefined): string {
   if (!r) return '–';
   if (r.error && !r.figure) return `error: ${r.error.slice(0, 80)}`;
+  if (!r.figure && r.steps?.length) {
+    const b = bestStep(r.steps)!;
+    return `0 (no step passed; best ${fmt(b.deliveries_per_s)}/s delivered at p99 ${fmt(b.latency.p99_ms)} ms)`;
+  }
   return `${fmt(r.figure, r.figure < 100 ? 2 : 0)} ${r.unit}`;
+}
+
+/** Mean noise share over a result's steps, as a percentage. */
+function noise(r: TargetResult | undefined): string {
+  if (!r?.steps?.length) return '–';
+  return `${fmt((100 * r.steps.reduce((s, x) => s + x.cpu.noiseShare, 0)) / r.steps.length)} %`;
+}
+
+function perCpu(r: TargetResult | undefined): string {
+  if (!r) return '–';
+  const k = r.knee ?? bestStep(r.steps);
+  if (!k) return '–';
+  return `${fmt(k.deliveries_per_server_cpu_s)} (${fmt(k.cpu.cpuSeconds.server ?? 0, 1)} CPU-s)`;
 }
 
 function kneeLine(k: StepRecord | null | undefined): string {
@@ -44,8 +61,10 @@ export function toMarkdown(r: BenchReport): string {
       'Service, load generator, peers and PostgreSQL share these cores.',
   );
   L.push('');
-  L.push('| scenario | target | ours | bare ws | Socket.IO | ours ÷ bare ws | ours ÷ Socket.IO | met |');
-  L.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  L.push(
+    '| scenario | target | ours | ours per server CPU-s (server CPU-s of the step) | noise (ours) | bare ws | Socket.IO | ours ÷ bare ws | ours ÷ Socket.IO | met |',
+  );
+  L.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const s of r.scenarios) {
     const rat = (p: 'bare-ws' | 'socketio'): string => {
       const x = s.ratios?.[p];
@@ -53,9 +72,15 @@ export function toMarkdown(r: BenchReport): string {
       return `${fmt(x.figure, 2)}× (per CPU-s ${fmt(x.per_cpu, 2)}×)`;
     };
     L.push(
-      `| ${s.id} ${s.title} | ${s.target_text} | ${figure(s.results.service)} | ${figure(s.results['bare-ws'])} | ${figure(s.results.socketio)} | ${rat('bare-ws')} | ${rat('socketio')} | ${s.met === null ? '–' : s.met ? 'yes' : '**no**'} |`,
+      `| ${s.id} ${s.title} | ${s.target_text} | ${figure(s.results.service)} | ${perCpu(s.results.service)} | ${noise(s.results.service)} | ${figure(s.results['bare-ws'])} | ${figure(s.results.socketio)} | ${rat('bare-ws')} | ${rat('socketio')} | ${s.met === null ? '–' : s.met ? 'yes' : '**no**'} |`,
     );
   }
+  L.push('');
+  L.push(
+    'Ratios: headline figure, and in brackets deliveries per server CPU-second (which stays comparable when other processes take CPU). ' +
+      '"per server CPU-s" counts deliveries (S1, S2, S6, S7) or successful requests (S3, S4) per CPU-second of the server process, at the knee (or the best step when none passed). ' +
+      'noise = busy CPU of other processes on the machine, as a share of all cores.',
+  );
   L.push('');
   L.push('## Details (at the knee: the highest passing rate)');
   L.push('');

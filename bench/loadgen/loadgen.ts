@@ -492,3 +492,5 @@ process.on('message', (m: { id: number; cmd: LoadgenCmd }) => {
   );
 });
 process.on('disconnect', () => process.exit(0));
+// exit through process.exit so a --cpu-prof profile gets written
+process.on('SIGTERM', () => process.exit(0));

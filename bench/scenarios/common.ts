@@ -128,9 +128,10 @@ export function stepRecord(r: StepResult, cpu: CpuUsage, p99LimitMs: number, wan
 }
 
 /**
- * Open-loop sweep: start at `start`, ×1.25 per step while steps pass; if the
- * first step fails, go down ÷1.25 until one passes. Bounded by `maxSteps`.
- * The knee is the highest passing rate.
+ * Open-loop sweep: start at `start` and go up ×1.25 per step while steps
+ * pass. When a step fails before any has passed, halve the rate until one
+ * passes, then climb again ×1.25 from there. Bounded by `maxSteps`. The knee
+ * is the highest passing rate.
  */
 export async function sweep(opts: {
   target: Target;
@@ -144,8 +145,8 @@ export async function sweep(opts: {
 }): Promise<{ steps: StepRecord[]; knee: StepRecord | null }> {
   const steps: StepRecord[] = [];
   let rate = opts.start;
-  let direction = 0; // 0 unknown, +1 up, -1 down
   let knee: StepRecord | null = null;
+  let lowestFail = Infinity;
   for (let i = 0; i < opts.maxSteps; i++) {
     const a = snapshot(opts.target);
     const r = await opts.run(Math.round(rate));
@@ -159,16 +160,21 @@ export async function sweep(opts: {
     );
     if (rec.pass) {
       if (!knee || rec.rate > knee.rate) knee = rec;
-      if (direction === -1) break;
-      direction = 1;
       rate *= 1.25;
+      if (rate >= lowestFail) break; // the next step up already failed
     } else {
-      if (direction === 1) break;
-      direction = -1;
-      rate /= 1.25;
+      lowestFail = Math.min(lowestFail, rec.rate);
+      if (knee) break;
+      rate /= 2;
     }
   }
   return { steps, knee };
+}
+
+/** The best throughput seen in any step, passing or not (to show what a failing sweep reached). */
+export function bestStep(steps: StepRecord[] | undefined): StepRecord | null {
+  if (!steps?.length) return null;
+  return steps.reduce((b, s) => (s.deliveries_per_s > b.deliveries_per_s ? s : b));
 }
 
 export function ratio(a: number | undefined | null, b: number | undefined | null): number | null {

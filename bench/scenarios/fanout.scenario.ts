@@ -1,6 +1,6 @@
 import type { ConnectResult, Sender, StepResult } from '../lib/protocol.js';
 import { S1, s1Groups, s2Groups, usersOf } from './fixtures.js';
-import { sweep, type Log, type Options, type Target, type TargetResult } from './common.js';
+import { bestStep, sweep, type Log, type Options, type Target, type TargetResult } from './common.js';
 
 /** Connect every member of `groups` on the target; throws when any socket fails. */
 export async function connectMembers(t: Target, groups: Record<string, string[]>, log: Log): Promise<void> {
@@ -38,7 +38,7 @@ const PEER_START: Record<string, [full: number, quick: number]> = {
  * member's receipt is a delivery; knee = highest rate with p99 ≤ 50 ms and
  * 100 % delivery (and every send acked).
  */
-export async function runFanout(id: 'S1' | 'S2', t: Target, o: Options, log: Log): Promise<TargetResult> {
+export async function runFanout(id: 'S1' | 'S2', t: Target, o: Options, log: Log, keepOpen = false): Promise<TargetResult> {
   const groups = id === 'S1' ? s1Groups() : s2Groups();
   await t.setGroups(groups);
   await connectMembers(t, groups, log);
@@ -63,11 +63,11 @@ export async function runFanout(id: 'S1' | 'S2', t: Target, o: Options, log: Log
     log,
     run: (rate) => t.loadgen.call<StepResult>({ cmd: 'wsStep', rate, durationMs: o.stepMs, drainMs: o.drainMs, senders, via: 'socket', acks: true }),
   });
-  await closeSockets(t);
+  if (!keepOpen) await closeSockets(t);
   return {
     figure: id === 'S1' ? (knee?.deliveries_per_s ?? 0) : (knee?.rate ?? 0),
     unit: id === 'S1' ? 'deliveries/s' : 'messages/s',
-    per_server_cpu_s: knee?.deliveries_per_server_cpu_s,
+    per_server_cpu_s: (knee ?? bestStep(steps))?.deliveries_per_server_cpu_s,
     knee,
     steps,
     extra: { deliveries_per_message: perMsg, senders: senders.length },

@@ -1,7 +1,7 @@
 import type { StepResult } from '../lib/protocol.js';
 import { withDb } from '../lib/db.js';
 import { S4, s2Groups, s4Groups } from './fixtures.js';
-import { sweep, type Log, type Options, type Target, type TargetResult } from './common.js';
+import { bestStep, sweep, type Log, type Options, type Target, type TargetResult } from './common.js';
 
 /**
  * S3: POST /api/message/send from 100 users (each in its own group), open loop,
@@ -36,7 +36,7 @@ export async function runS3(t: Target, o: Options, log: Log): Promise<TargetResu
     log,
     run: (rate) => call(rate, o.stepMs),
   });
-  return { figure: knee?.rate ?? 0, unit: 'sends/s at p99 ≤ 20 ms', per_server_cpu_s: knee?.deliveries_per_server_cpu_s, knee, steps };
+  return { figure: knee?.rate ?? 0, unit: 'sends/s at p99 ≤ 20 ms', per_server_cpu_s: (knee ?? bestStep(steps))?.deliveries_per_server_cpu_s, knee, steps };
 }
 
 /**
@@ -112,7 +112,7 @@ export async function runS4(t: Target, o: Options, log: Log): Promise<TargetResu
   return {
     figure: knee?.rate ?? 0,
     unit: 'requests/s at p99 ≤ 20 ms',
-    per_server_cpu_s: knee?.deliveries_per_server_cpu_s,
+    per_server_cpu_s: (knee ?? bestStep(steps))?.deliveries_per_server_cpu_s,
     knee,
     steps,
     extra: { table_rows: tableRows, groups: S4.groups, rows_per_group: Math.floor(o.s4Rows / S4.groups) },

@@ -18,6 +18,10 @@ export async function runS5(t: Target, o: Options, log: Log): Promise<TargetResu
   for (let i = 1; i < nProcs; i++) extra.push(new Loadgen());
   const gens = [t.loadgen, ...extra];
   try {
+    // warm-up: load the connection code paths (and JIT them) before the baseline
+    const warm = Array.from({ length: Math.min(200, n) }, (_, i) => user(i));
+    await t.loadgen.call<ConnectResult>({ cmd: 'connect', kind: t.kind, baseUrl: t.server.baseUrl, users: warm, secret: t.secret, concurrency: 64, handshake: true });
+    await t.loadgen.call({ cmd: 'close' });
     await sleep(2000);
     const before = processRss(t.server.pid) ?? 0;
     const t0 = performance.now();
