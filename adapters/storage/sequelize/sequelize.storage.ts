@@ -3,13 +3,14 @@ import { dirname, resolve } from 'node:path';
 import { Sequelize, type Options, type PoolOptions } from 'sequelize';
 import { UnavailableError } from '../../../kernel/errors.js';
 import type { Logger } from '../../../kernel/logger.js';
+import type { Member } from '../../../kernel/domain.js';
 import type { AppendResult, NewMessage, Repositories, Storage } from '../../../kernel/ports/storage.port.js';
 import { GroupCommit, type GroupCommitStats } from './group-commit.js';
 import { runMigrations } from './migrator.js';
 import { isPostgresUrl, sqlitePath, type SequelizeStorageOptions } from './sequelize.schema.js';
 import { isUnavailable, toStorageError } from './sql-errors.js';
 import { PostgresExecutor, SqliteExecutor, type SqlExecutor } from './sql-executor.js';
-import { appendInOwnTransaction, sqlRepositories } from './sql-repositories.js';
+import { appendInOwnTransaction, getMembers, sqlRepositories } from './sql-repositories.js';
 
 /** Connection parameters of a postgres:// URL (for Sequelize's replication option). */
 function pgConnection(url: string): { host: string; port: number; username?: string; password?: string; database: string } {
@@ -69,6 +70,7 @@ export class SequelizeStorage implements Storage {
   readonly dialect: 'postgres' | 'sqlite';
   private readonly db: SqlExecutor;
   private readonly commit: GroupCommit<NewMessage, AppendResult>;
+  private readonly memberReads: GroupCommit<readonly [string, string], Member | null>;
   private readonly repos: Repositories;
   private stopped: Promise<void> | null = null;
   readonly users: Repositories['users'];
@@ -94,7 +96,21 @@ export class SequelizeStorage implements Storage {
       writeOne: async (item) => (await appendInOwnTransaction(this.db, [item]))[0]!,
       isUnavailable,
     });
-    this.repos = sqlRepositories(this.db, null, (m) => this.commit.submit(m));
+    // Reads on the send path are coalesced the same way (one statement for the
+    // membership checks of concurrent sends).
+    this.memberReads = new GroupCommit<readonly [string, string], Member | null>({
+      maxSize: 500,
+      concurrency: this.dialect === 'postgres' ? Math.max(1, Math.min(4, options.pool.max - options.batch.concurrency - 1)) : 1,
+      writeBatch: (keys) => getMembers(this.db, keys),
+      writeOne: async (key) => (await getMembers(this.db, [key]))[0]!,
+      isUnavailable,
+    });
+    this.repos = sqlRepositories(
+      this.db,
+      null,
+      (m) => this.commit.submit(m),
+      (g, u) => this.memberReads.submit([g, u] as const),
+    );
     this.users = this.repos.users;
     this.groups = this.repos.groups;
     this.members = this.repos.members;
@@ -154,7 +170,7 @@ export class SequelizeStorage implements Storage {
   stop(): Promise<void> {
     if (!this.stopped) {
       this.stopped = (async () => {
-        await this.commit.close();
+        await Promise.all([this.commit.close(), this.memberReads.close()]);
         await this.sequelize.close().catch((err: unknown) => this.logger.warn({ err }, 'closing the storage pool failed'));
       })();
     }

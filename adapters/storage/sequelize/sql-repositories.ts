@@ -258,6 +258,25 @@ function refine(err: unknown, ctx: { conflict?: string; missing?: string }): Err
   return toStorageError(err);
 }
 
+/**
+ * Membership lookups of many callers in one statement (members.get is on every
+ * send): both id lists go through the unique (group_id, user_id) index and the
+ * rows are matched to the asked pairs.
+ */
+export async function getMembers(db: SqlExecutor, keys: ReadonlyArray<readonly [string, string]>): Promise<Array<Member | null>> {
+  const groups = [...new Set(keys.map((k) => k[0]))];
+  const users = [...new Set(keys.map((k) => k[1]))];
+  const bind: unknown[] = [...groups, ...users];
+  const g = groups.map((_, i) => `$${i + 1}`).join(', ');
+  const u = users.map((_, i) => `$${groups.length + i + 1}`).join(', ');
+  const rows = await db.query(`SELECT ${MEMBER_COLS} FROM group_members WHERE group_id IN (${g}) AND user_id IN (${u})`, bind);
+  const found = new Map(rows.map((r) => [`${String(r.group_id)}\u0000${String(r.user_id)}`, r]));
+  return keys.map(([gid, uid]) => {
+    const r = found.get(`${gid}\u0000${uid}`);
+    return r ? toMember(r) : null;
+  });
+}
+
 const PATCH_COLUMNS: ReadonlySet<string> = new Set([
   'ai_message_id',
   'request_content',
@@ -282,6 +301,7 @@ export function sqlRepositories(
   db: SqlExecutor,
   tx: TxHandle | null,
   append: (m: NewMessage) => Promise<AppendResult>,
+  memberLookup?: (groupId: string, userId: string) => Promise<Member | null>,
 ): Repositories {
   const q = (sql: string, bind: readonly unknown[], read = false): Promise<Row[]> => db.query(sql, bind, { tx, read: read && !tx });
   const guard = async <T>(p: Promise<T>, ctx: { conflict?: string; missing?: string }): Promise<T> => {
@@ -370,6 +390,7 @@ export function sqlRepositories(
         return { ...member };
       },
       async get(groupId, userId) {
+        if (!tx && memberLookup) return memberLookup(groupId, userId);
         const rows = await q(`SELECT ${MEMBER_COLS} FROM group_members WHERE group_id = $1 AND user_id = $2`, [groupId, userId]);
         return rows[0] ? toMember(rows[0]) : null;
       },

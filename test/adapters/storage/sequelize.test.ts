@@ -306,6 +306,15 @@ t.test('postgresql', { skip: pgProbe ? false : 'PostgreSQL unreachable' }, async
     t.ok(s1.batchStats.batches < s1.batchStats.items, `instance 1 grouped ${s1.batchStats.items} appends into ${s1.batchStats.batches} commits`);
     t.ok(s1.batchStats.largestBatch <= 8 && s2.batchStats.largestBatch <= 8, 'batch.maxSize holds');
 
+    // concurrent membership checks are answered by one coalesced statement: each gets its own answer
+    const pairs = [['g1', 'u1'], ['g1', 'u2'], ['g2', 'u2'], ['g2', 'doc1'], ['nope', 'u1'], ['g1', 'doc1']] as const;
+    const got = await Promise.all(pairs.map(([g, u]) => s1.members.get(g, u)));
+    t.same(
+      got.map((m) => (m ? `${m.group_id}/${m.user_id}/${m.user_role}` : null)),
+      ['g1/u1/PATIENT', null, 'g2/u2/PATIENT', null, null, 'g1/doc1/DOCTOR'],
+      'coalesced members.get',
+    );
+
     const same = msg('g2', 'u2', { client_msg_id: 'storm' });
     const storm = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? s1 : s2).messages.append({ ...same })));
     t.equal(storm.filter((r) => r.created).length, 1, '20 identical concurrent appends over two instances: one created');
