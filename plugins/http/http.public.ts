@@ -11,8 +11,8 @@ import type { Principal } from '../../kernel/ports/services.port.js';
 
 /** Contribution point: RouteDefinition values. */
 export const HTTP_ROUTES = 'http.routes';
-/** Contribution point: ReadinessCheck values (/readyz runs them all, plus storage.ping()). */
-export const READINESS_CHECKS = 'readiness.checks';
+/** Readiness checks live in lib/ (adapters contribute them too); re-exported for plugins. */
+export { READINESS_CHECKS, type ReadinessCheck } from '../../lib/readiness.js';
 /** Contribution point: Koa middleware run before routing (e.g. metrics), in contribution order. */
 export const HTTP_MIDDLEWARE = 'http.middleware';
 
@@ -50,12 +50,6 @@ export interface RouteDefinition {
   /** Left out of /openapi.json (static files, docs page). */
   hidden?: boolean;
   handler(req: HttpRequest): Promise<HttpResponse>;
-}
-
-export interface ReadinessCheck {
-  name: string;
-  /** Resolves when ready; throws (any error) when not. */
-  check(): Promise<void>;
 }
 
 export type HttpMiddleware = Koa.Middleware;

@@ -1,7 +1,7 @@
 import { asValue } from 'awilix';
 import { definePlugin } from '../../../kernel/plugin.js';
 import { validateOptions } from '../../../lib/validate.js';
-import { aiSectionSchema, type AiSection } from './ai-section.schema.js';
+import { aiSectionSchema, type AiSection } from '../shared/ai-section.schema.js';
 import { OpenAiProvider } from './openai.provider.js';
 
 /** Fills the 'ai-provider' slot with any OpenAI-compatible /chat/completions server (settings: the shared `ai` section). */

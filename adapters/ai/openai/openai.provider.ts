@@ -1,8 +1,8 @@
 import type { Message, User } from '../../../kernel/domain.js';
 import type { AiCallInput, AiCallResult, AiProvider } from '../../../kernel/ports/ai-provider.port.js';
 import { AiCallError } from '../../../kernel/ports/ai-provider.port.js';
-import type { AiSection } from './ai-section.schema.js';
-import { httpError, postRaw } from './http-call.js';
+import type { AiSection } from '../shared/ai-section.schema.js';
+import { httpError, postRaw } from '../shared/http-call.js';
 
 export interface ChatCompletionMessage {
   role: 'system' | 'user' | 'assistant';

@@ -1,7 +1,7 @@
 import { asValue } from 'awilix';
 import { definePlugin } from '../../../kernel/plugin.js';
 import { validateOptions } from '../../../lib/validate.js';
-import { aiSectionSchema, type AiSection } from './ai-section.schema.js';
+import { aiSectionSchema, type AiSection } from '../shared/ai-section.schema.js';
 import { WebhookAiProvider } from './webhook.provider.js';
 
 /** Fills the 'ai-provider' slot with the webhook contract of API.md §6 (settings: the shared `ai` section). */

@@ -1,8 +1,8 @@
 import { createHmac } from 'node:crypto';
 import type { AiCallInput, AiCallResult, AiProvider } from '../../../kernel/ports/ai-provider.port.js';
 import { AiCallError } from '../../../kernel/ports/ai-provider.port.js';
-import type { AiSection } from './ai-section.schema.js';
-import { httpError, postRaw } from './http-call.js';
+import type { AiSection } from '../shared/ai-section.schema.js';
+import { httpError, postRaw } from '../shared/http-call.js';
 
 /** `sha256=<hex>`: HMAC-SHA256 of "{timestamp}.{raw body}" (API.md §6). */
 export function signWebhookBody(secret: string, timestamp: number | string, rawBody: string): string {

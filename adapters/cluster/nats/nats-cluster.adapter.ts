@@ -2,7 +2,7 @@ import { aliasTo, asFunction } from 'awilix';
 import { definePlugin } from '../../../kernel/plugin.js';
 import { validateOptions } from '../../../lib/validate.js';
 // The contribution point's name only (a public contract file): /readyz reports the NATS connection.
-import { READINESS_CHECKS, type ReadinessCheck } from '../../../plugins/http/http.public.js';
+import { READINESS_CHECKS, type ReadinessCheck } from '../../../lib/readiness.js';
 import { NatsClusterBus, type ClusterBusStatus } from './nats-cluster.bus.js';
 import { natsClusterOptionsSchema, type NatsClusterOptions } from './nats-cluster.schema.js';
 

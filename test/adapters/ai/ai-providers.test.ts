@@ -3,9 +3,8 @@ import { createServer } from 'node:net';
 import t from 'tap';
 import type { Message, User } from '../../../kernel/domain.js';
 import { AiCallError, type AiCallInput } from '../../../kernel/ports/ai-provider.port.js';
-import { DEFAULT_SYSTEM_PROMPT, type AiSection } from '../../../adapters/ai/webhook/ai-section.schema.js';
-import { parseRetryAfter } from '../../../adapters/ai/webhook/http-call.js';
-import { parseRetryAfter as parseRetryAfterOpenAi } from '../../../adapters/ai/openai/http-call.js';
+import { DEFAULT_SYSTEM_PROMPT, type AiSection } from '../../../adapters/ai/shared/ai-section.schema.js';
+import { parseRetryAfter } from '../../../adapters/ai/shared/http-call.js';
 import { WebhookAiProvider, signWebhookBody } from '../../../adapters/ai/webhook/webhook.provider.js';
 import { webhookAiProviderAdapter } from '../../../adapters/ai/webhook/webhook-provider.adapter.js';
 import { OpenAiProvider, buildChatMessages } from '../../../adapters/ai/openai/openai.provider.js';
@@ -61,7 +60,7 @@ async function closedPort(): Promise<number> {
 }
 
 t.test('Retry-After parsing (both copies)', async (t) => {
-  for (const parse of [parseRetryAfter, parseRetryAfterOpenAi]) {
+  for (const parse of [parseRetryAfter]) {
     t.equal(parse(null), undefined);
     t.equal(parse(''), undefined);
     t.equal(parse('3'), 3000);
