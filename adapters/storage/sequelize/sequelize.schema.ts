@@ -44,8 +44,8 @@ export const sequelizeStorageOptionsSchema = Joi.object<SequelizeStorageOptions>
 export function parseStorageOptions(raw: unknown): SequelizeStorageOptions {
   const o = validateOptions(sequelizeStorageOptionsSchema, raw);
   if (o.pool.min > o.pool.max) throw new Error('pool.min: must not exceed pool.max');
-  if (o.batch.concurrency >= o.pool.max && isPostgresUrl(o.url)) {
-    throw new Error('batch.concurrency: must be below pool.max (appends must leave connections for reads)');
+  if (o.batch.concurrency > o.pool.max && isPostgresUrl(o.url)) {
+    throw new Error('batch.concurrency: must not exceed pool.max');
   }
   if (o.replicas.length > 0 && !isPostgresUrl(o.url)) {
     throw new Error('replicas: read replicas need PostgreSQL (url is SQLite); remove replicas or use a postgres:// url');

@@ -24,6 +24,14 @@ function pgConnection(url: string): { host: string; port: number; username?: str
   };
 }
 
+/** `?sslmode=require` (or `?ssl=true`): TLS; `verify-ca` / `verify-full`: TLS with certificate checks. */
+export function sslOption(url: string): { ssl?: { rejectUnauthorized: boolean } } {
+  const q = new URL(url).searchParams;
+  const mode = q.get('sslmode') ?? (q.get('ssl') === 'true' ? 'require' : null);
+  if (mode === null || mode === 'disable' || mode === 'allow' || mode === 'prefer') return {};
+  return { ssl: { rejectUnauthorized: mode === 'verify-ca' || mode === 'verify-full' } };
+}
+
 interface PoolLike {
   size: number;
   available: number;
@@ -49,8 +57,8 @@ export function sequelizeOptions(options: SequelizeStorageOptions, logger: Logge
       logging,
       pool,
       benchmark: false,
-      // Fail fast when the server is down; keep idle sockets alive.
-      dialectOptions: { connectionTimeoutMillis: options.pool.acquireMs, keepAlive: true },
+      // Fail fast when the server is down; keep idle sockets alive; TLS from ?sslmode= / ?ssl=true.
+      dialectOptions: { connectionTimeoutMillis: options.pool.acquireMs, keepAlive: true, ...sslOption(options.url) },
       replication: options.replicas.length > 0 ? { write: primary, read: options.replicas.map(pgConnection) } : false,
       // Sequelize retries only SQLITE_BUSY by default; this adapter decides about retries itself.
       retry: { max: 1 },

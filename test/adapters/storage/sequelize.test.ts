@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import t, { type Test } from 'tap';
 import { parseStorageOptions, type SequelizeStorageOptions } from '../../../adapters/storage/sequelize/sequelize.schema.js';
-import { SequelizeStorage } from '../../../adapters/storage/sequelize/sequelize.storage.js';
+import { SequelizeStorage, sslOption } from '../../../adapters/storage/sequelize/sequelize.storage.js';
 import { ConflictError, UnavailableError } from '../../../kernel/errors.js';
 import { silentLogger } from '../../../kernel/logger.js';
 import { as, bootKernel, seedGroup } from '../../helpers/boot.js';
@@ -134,6 +134,10 @@ t.test('options: validated, errors name the setting', async (t) => {
   t.throws(() => parseStorageOptions({ url: 'sqlite::memory:', pool: { max: 2, min: 3 } }), /^pool\.min/);
   t.throws(() => parseStorageOptions({ url: 'sqlite::memory:', batch: { maxSize: 0 } }), /^batch\.maxSize/);
   t.throws(() => parseStorageOptions({ url: 'sqlite::memory:', colour: 'red' }), /^colour: is not allowed/);
+  t.throws(() => parseStorageOptions({ url: 'postgres://h/db', pool: { max: 2 }, batch: { concurrency: 3 } }), /^batch\.concurrency: must not exceed pool\.max/);
+  t.same(sslOption('postgres://h/db'), {});
+  t.same(sslOption('postgres://h/db?sslmode=require'), { ssl: { rejectUnauthorized: false } });
+  t.same(sslOption('postgres://h/db?sslmode=verify-full'), { ssl: { rejectUnauthorized: true } });
   const o = parseStorageOptions({ url: 'postgres://u:p@h:5433/db', replicas: ['postgres://h2/db'] });
   t.same(
     { migrate: o.migrate, logSql: o.logSql, pool: o.pool, batch: o.batch },
