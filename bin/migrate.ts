@@ -1,7 +1,6 @@
 import { loadConfig } from '../config/loader.js';
 import { parseStorageOptions, type SequelizeStorageOptions } from '../adapters/storage/sequelize/sequelize.schema.js';
 import { SequelizeStorage } from '../adapters/storage/sequelize/sequelize.storage.js';
-import { AppError } from '../kernel/errors.js';
 import { silentLogger } from '../kernel/logger.js';
 
 /**
@@ -57,8 +56,7 @@ async function main(): Promise<void> {
     process.exit(0);
   } catch (err) {
     await storage.stop().catch(() => undefined);
-    const cause = err instanceof AppError && err.code === 'INTERNAL' && err.cause instanceof Error ? `: ${err.cause.message}` : '';
-    fail(`${(err as Error).message}${cause} (${safeUrl(options.url)})`);
+    fail(`${(err as Error).message} (${safeUrl(options.url)})`);
   }
 }
 

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Sequelize, type Options, type PoolOptions } from 'sequelize';
-import { UnavailableError } from '../../../kernel/errors.js';
+import { InternalError, UnavailableError } from '../../../kernel/errors.js';
 import type { Logger } from '../../../kernel/logger.js';
 import type { Member } from '../../../kernel/domain.js';
 import type { AppendResult, NewMessage, Repositories, Storage } from '../../../kernel/ports/storage.port.js';
@@ -145,7 +145,12 @@ export class SequelizeStorage implements Storage {
       if (ran.length > 0) this.logger.info({ migrations: ran }, 'storage migrations applied');
       return ran;
     } catch (err) {
-      throw toStorageError(err);
+      // At start-up the operator needs the driver's reason (refused, bad password, ...): never SQL.
+      const e = toStorageError(err);
+      const reason = e.cause instanceof Error && e.cause.message ? `: ${e.cause.message.replace(/\s+/g, ' ').slice(0, 200)}` : '';
+      if (e instanceof UnavailableError) throw new UnavailableError(`${e.message}${reason}`, e.cause);
+      if (e instanceof InternalError) throw new InternalError(`${e.message}${reason}`, e.cause);
+      throw e;
     }
   }
 
