@@ -9,6 +9,9 @@ export interface AuthOptions {
   audience?: string;
   /** Allowed clock skew in seconds for exp/nbf. */
   clockToleranceSeconds: number;
+  /** Verified tokens remembered (each at most `cacheTtlSeconds` and never past its exp); 0 = verify every time. */
+  cacheSize: number;
+  cacheTtlSeconds: number;
 }
 
 export const authOptionsSchema = Joi.object<AuthOptions>({
@@ -17,4 +20,6 @@ export const authOptionsSchema = Joi.object<AuthOptions>({
   issuer: Joi.string(),
   audience: Joi.string(),
   clockToleranceSeconds: Joi.number().integer().min(0).max(300).default(5),
+  cacheSize: Joi.number().integer().min(0).max(1_000_000).default(10_000),
+  cacheTtlSeconds: Joi.number().integer().min(1).max(3600).default(60),
 });

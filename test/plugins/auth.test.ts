@@ -32,3 +32,30 @@ t.test('auth: more algorithms only when configured', async (t) => {
   const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS512' }).setSubject('u').sign(key);
   t.same(await c.authService.verify(token), { user_id: 'u', admin: false });
 });
+
+t.test('auth: verified tokens are cached, never past exp or the cache ttl', async (t) => {
+  const { JwtAuthService } = await import('../../plugins/auth/auth.service.js');
+  let now = Date.now();
+  const options = { jwtSecret: TEST_JWT_SECRET, algorithms: ['HS256' as const], clockToleranceSeconds: 0, cacheSize: 2, cacheTtlSeconds: 60 };
+  const auth = new JwtAuthService(options, () => now);
+  const exp = Math.floor(now / 1000) + 30;
+  const token = await new SignJWT({ scope: 'admin' }).setProtectedHeader({ alg: 'HS256' }).setSubject('u').setExpirationTime(exp).sign(key);
+  const first = await auth.verify(token);
+  first.admin = false; // callers cannot corrupt the cache
+  t.same(await auth.verify(token), { user_id: 'u', admin: true }, 'served from the cache');
+  now = exp * 1000 + 1;
+  await t.rejects(auth.verify(token), { message: /expired/ }, 'a cached token still expires at its exp');
+
+  const forged = `${token.slice(0, -2)}xx`;
+  await t.rejects(auth.verify(forged), UnauthenticatedError, 'a failed verification is never cached');
+  await t.rejects(auth.verify(forged), UnauthenticatedError);
+
+  now = Date.now();
+  const noExp = await auth.sign('v');
+  await auth.verify(noExp);
+  now += 61_000;
+  t.same(await auth.verify(noExp), { user_id: 'v', admin: false }, 'past the ttl it is verified again (still valid)');
+
+  const off = new JwtAuthService({ ...options, cacheSize: 0 }, () => now);
+  t.same(await off.verify(noExp), { user_id: 'v', admin: false });
+});
