@@ -1,5 +1,5 @@
 import { Histogram, type LatencySummary } from '../lib/hist.js';
-import { cpuBetween, cpuSnapshot, round, type CpuSnapshot, type CpuUsage, type RoleResolver } from '../lib/proc.js';
+import { CLK_TCK, cpuBetween, cpuSnapshot, processTicks, round, type CpuSnapshot, type CpuUsage, type RoleResolver } from '../lib/proc.js';
 import type { Loadgen, ServerProc } from '../lib/children.js';
 import type { AdminApi } from '../lib/admin.js';
 import type { ClientKind, StepResult } from '../lib/protocol.js';
@@ -148,6 +148,7 @@ export async function sweep(opts: {
   let knee: StepRecord | null = null;
   let lowestFail = Infinity;
   for (let i = 0; i < opts.maxSteps; i++) {
+    await waitServerIdle(opts.target, 20_000);
     const a = snapshot(opts.target);
     const r = await opts.run(Math.round(rate));
     const b = snapshot(opts.target);
@@ -169,6 +170,23 @@ export async function sweep(opts: {
     }
   }
   return { steps, knee };
+}
+
+/**
+ * Wait (bounded) until the server process uses < 15 % of a core over 250 ms:
+ * the backlog of an overloaded step (queued frames, abandoned HTTP requests)
+ * must not spill into the next step's figures.
+ */
+export async function waitServerIdle(t: Target, maxMs: number): Promise<void> {
+  const end = performance.now() + maxMs;
+  let prev = processTicks(t.server.pid);
+  while (prev !== null && performance.now() < end) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = processTicks(t.server.pid);
+    if (now === null) return;
+    if ((now - prev) / CLK_TCK / 0.25 < 0.15) return;
+    prev = now;
+  }
 }
 
 /** The best throughput seen in any step, passing or not (to show what a failing sweep reached). */

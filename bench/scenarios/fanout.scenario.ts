@@ -23,13 +23,14 @@ export async function closeSockets(t: Target): Promise<void> {
   await new Promise((r) => setTimeout(r, 500));
 }
 
+/** First sweep rate (messages/s): target ÷ 1.25^k, so one step lands exactly on the target (S1: 1,000 msg/s = 100,000 deliveries/s; S2: 5,000 msg/s). */
 const START: Record<string, [full: number, quick: number]> = {
-  S1: [300, 700],
-  S2: [1000, 2500],
+  S1: [262, 262],
+  S2: [1311, 1311],
 };
 const PEER_START: Record<string, [full: number, quick: number]> = {
-  S1: [600, 1200],
-  S2: [2000, 5000],
+  S1: [512, 512],
+  S2: [2560, 2560],
 };
 
 /**
@@ -52,7 +53,7 @@ export async function runFanout(id: 'S1' | 'S2', t: Target, o: Options, log: Log
   const perMsg = groups[names[0]!]!.length;
   // warm-up (JIT, connection pools), not reported
   await t.loadgen.call<StepResult>({ cmd: 'wsStep', rate: 100, durationMs: 1000, drainMs: 3000, senders, via: 'socket', acks: true });
-  const startPair = (t.name === 'bare-ws' ? PEER_START : START)[id]!;
+  const startPair = (t.name === 'service' ? START : PEER_START)[id]!;
   const { steps, knee } = await sweep({
     target: t,
     start: o.quick ? startPair[1] : startPair[0],

@@ -28,7 +28,7 @@ export async function runS3(t: Target, o: Options, log: Log): Promise<TargetResu
   await call(200, 1000); // warm-up
   const { steps, knee } = await sweep({
     target: t,
-    start: o.quick ? 1600 : 800,
+    start: 1024, // 2,000 ÷ 1.25^3
     maxSteps: o.maxSteps,
     p99LimitMs: 20,
     wantAcks: false,
@@ -101,7 +101,7 @@ export async function runS4(t: Target, o: Options, log: Log): Promise<TargetResu
   await call(300, 1000); // warm-up
   const { steps, knee } = await sweep({
     target: t,
-    start: o.quick ? 2500 : 1200,
+    start: 1638, // 5,000 ÷ 1.25^5
     maxSteps: o.maxSteps,
     p99LimitMs: 20,
     wantAcks: false,

@@ -22,7 +22,7 @@ export async function runS5(t: Target, o: Options, log: Log): Promise<TargetResu
     const warm = Array.from({ length: Math.min(200, n) }, (_, i) => user(i));
     await t.loadgen.call<ConnectResult>({ cmd: 'connect', kind: t.kind, baseUrl: t.server.baseUrl, users: warm, secret: t.secret, concurrency: 64, handshake: true });
     await t.loadgen.call({ cmd: 'close' });
-    await sleep(2000);
+    await sleep(o.quick ? 1000 : 2000);
     const before = processRss(t.server.pid) ?? 0;
     const t0 = performance.now();
     const users = Array.from({ length: n }, (_, i) => user(i));
@@ -43,7 +43,7 @@ export async function runS5(t: Target, o: Options, log: Log): Promise<TargetResu
     const connected = results.reduce((s, r) => s + r.connected, 0);
     const failed = results.reduce((s, r) => s + r.failed, 0);
     const firstError = results.find((r) => r.firstError)?.firstError;
-    await sleep(3000);
+    await sleep(o.quick ? 1500 : 3000);
     const after = processRss(t.server.pid) ?? 0;
     const perConn = connected ? (after - before) / connected / 1024 : 0;
     log(
