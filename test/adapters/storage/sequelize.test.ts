@@ -364,10 +364,18 @@ t.test('postgresql', { skip: pgProbe ? false : 'PostgreSQL unreachable' }, async
     const dbName = new URL(url).pathname.slice(1);
     const s = await openStorage(t, url);
     await seed(s);
-    const admin = new pg.Client({ connectionString: SERVICES.postgres.url });
-    await admin.connect();
-    t.teardown(() => admin.end());
-    const killBackends = () => admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [dbName]);
+    // A fresh admin connection per kill (with an error listener), so a hiccup of
+    // the admin session itself can never surface as an uncaught error.
+    const killBackends = async (): Promise<void> => {
+      const admin = new pg.Client({ connectionString: SERVICES.postgres.url });
+      admin.on('error', () => undefined);
+      await admin.connect();
+      try {
+        await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [dbName]);
+      } finally {
+        await admin.end();
+      }
+    };
 
     // backend killed in the middle of a transaction
     const err = await s
