@@ -1,13 +1,9 @@
 import type { ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
-import type { Clock } from '../../kernel/clock.js';
 import { UnavailableError } from '../../kernel/errors.js';
-import type { Logger } from '../../kernel/logger.js';
-import type { ChatService } from '../../kernel/ports/services.port.js';
 import { AmqpConnection } from '../../lib/amqp-connection.js';
 import {
   deadLetter,
   Delays,
-  type DeliveryOutcome,
   type DeliveryStats,
   InFlight,
   type IngressStatus,
@@ -15,15 +11,8 @@ import {
   processInbound,
 } from '../../lib/broker-payload.js';
 import type { AmqpIngressOptions } from './amqp-ingress.schema.js';
+import type { IngressDeps } from '../../lib/ingress-plugin.js';
 
-interface Deps {
-  chatService: ChatService;
-  clock: Clock;
-  instanceId: string;
-  logger: Logger;
-  stats: DeliveryStats;
-  record: (o: DeliveryOutcome) => void;
-}
 
 /**
  * Consumes the inbound queue with manual acknowledgements: a delivery is
@@ -40,7 +29,7 @@ export class AmqpIngress implements IngressStatus {
 
   constructor(
     private readonly opts: AmqpIngressOptions & { connectionName: string },
-    private readonly deps: Deps,
+    private readonly deps: IngressDeps,
   ) {
     this.conn = new AmqpConnection(opts.url, opts, deps.logger, (m) => this.setup(m));
   }

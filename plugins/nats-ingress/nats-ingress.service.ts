@@ -1,13 +1,9 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import { headers as natsHeaders, nanos, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import type { Clock } from '../../kernel/clock.js';
 import { UnavailableError } from '../../kernel/errors.js';
-import type { Logger } from '../../kernel/logger.js';
-import type { ChatService } from '../../kernel/ports/services.port.js';
 import {
   deadLetter,
   Delays,
-  type DeliveryOutcome,
   type DeliveryStats,
   InFlight,
   type IngressOutcome,
@@ -18,15 +14,8 @@ import {
 } from '../../lib/broker-payload.js';
 import { NatsConnectionManager } from '../../lib/nats-connection.js';
 import type { NatsIngressOptions } from './nats-ingress.schema.js';
+import type { IngressDeps } from '../../lib/ingress-plugin.js';
 
-interface Deps {
-  chatService: ChatService;
-  clock: Clock;
-  instanceId: string;
-  logger: Logger;
-  stats: DeliveryStats;
-  record: (o: DeliveryOutcome) => void;
-}
 
 function isNotFound(err: unknown, code: number): boolean {
   return err instanceof JetStreamApiError && err.code === code;
@@ -47,13 +36,12 @@ export class NatsIngress implements IngressStatus {
   private readonly slots: Slots;
   private sub: Subscription | null = null;
   private messages: ConsumerMessages | null = null;
-  private js: JetStreamClient | null = null;
   private consuming = false;
   private stopping = false;
 
   constructor(
     private readonly opts: NatsIngressOptions & { connectionName: string },
-    private readonly deps: Deps,
+    private readonly deps: IngressDeps,
   ) {
     this.slots = new Slots(opts.maxInFlight);
     this.conn = new NatsConnectionManager(opts.url, opts, deps.logger, (nc) => this.setup(nc));
@@ -133,7 +121,6 @@ export class NatsIngress implements IngressStatus {
     const js = jetstream(nc);
     const consumer = await js.consumers.get(o.stream, o.durable);
     const messages = await consumer.consume({ max_messages: this.opts.maxInFlight });
-    this.js = js;
     this.messages = messages;
     this.consuming = true;
     this.deps.logger.info({ stream: o.stream, durable: o.durable, max_in_flight: this.opts.maxInFlight }, 'nats ingress consuming (jetstream)');

@@ -14,7 +14,7 @@ import { MemoryStorage } from '../../adapters/storage/memory/memory.storage.js';
 import '../../plugins/ai-router/ai-router.public.js';
 import { CircuitBreaker, retryDelayMs } from '../../plugins/ai-router/circuit-breaker.js';
 import { admin, as, bootKernel, seedGroup, type Booted } from '../helpers/boot.js';
-import { startFakeAi, waitFor, type FakeAi, type FakeAiAnswer } from '../helpers/fake-ai.js';
+import { startFakeAi, waitFor, type FakeAi } from '../helpers/fake-ai.js';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
 import { createTestDatabase } from '../helpers/services.js';
 
@@ -560,7 +560,7 @@ t.test('two instances on one PostgreSQL database: each record is worked once', {
   t.comment(`boot ${Date.now() - tk} ms`);
   await seedGroup(a.c, 'g1', ['p1', 'ai1']);
   const t0 = Date.now();
-  const msgs = await Promise.all(Array.from({ length: 30 }, (_, i) => send(i % 2 ? a.c : b.c, 'p1', 'g1', `m${i}`)));
+  await Promise.all(Array.from({ length: 30 }, (_, i) => send(i % 2 ? a.c : b.c, 'p1', 'g1', `m${i}`)));
   const t1 = Date.now();
   await waitFor(async () => (await a.c.storage.aiRecords.list({ status: 1, limit: 100 })).length === 30, '30 records succeeded');
   t.comment(`sends ${t1 - t0} ms, AI work ${Date.now() - t1} ms`);

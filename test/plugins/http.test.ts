@@ -15,7 +15,7 @@ import {
   type RouteDefinition,
 } from '../../plugins/http/http.public.js';
 import { TEST_JWT_SECRET } from '../helpers/boot.js';
-import { api, bootHttp, tokenFor, type ApiClient } from '../helpers/http.js';
+import { api, bootHttp, tokenFor } from '../helpers/http.js';
 
 /** Records every log line with its bindings. */
 function recordingLogger(lines: Array<Record<string, unknown>>, bindings: Record<string, unknown> = {}): Logger {
@@ -180,7 +180,6 @@ t.test('http transport', async (t) => {
   };
   const P1 = api(baseUrl, tok.p1);
   const P2 = api(baseUrl, tok.p2);
-  const P3 = api(baseUrl, tok.p3);
   const DOC = api(baseUrl, tok.doc1);
   const OUT = api(baseUrl, tok.out1);
 

@@ -1,4 +1,4 @@
-import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import type { BusEventName, BusEvents, EventMeta, MessageBus, Unsubscribe } from '../../../kernel/bus.js';
 import { KernelError } from '../../../kernel/errors.js';
 import type { Logger } from '../../../kernel/logger.js';
@@ -25,7 +25,6 @@ export interface ClusterBusStatus {
 export class NatsClusterBus implements ClusterBusStatus {
   readonly impl = 'nats';
   private nc: NatsConnection | null = null;
-  private sub: Subscription | null = null;
   private unsubscribeBus: Unsubscribe | null = null;
   private stopping: Promise<void> | null = null;
   private connectedFlag = false;
@@ -61,7 +60,7 @@ export class NatsClusterBus implements ClusterBusStatus {
     }
     this.connectedFlag = true;
     void this.watchStatus(this.nc);
-    this.sub = this.nc.subscribe(`${this.opts.subjectPrefix}.>`, { callback: (err, msg) => this.receive(err, msg) });
+    this.nc.subscribe(`${this.opts.subjectPrefix}.>`, { callback: (err, msg) => this.receive(err, msg) });
     await this.nc.flush();
     this.unsubscribeBus = this.deps.bus.subscribeAll((name, payload, meta) => this.forward(name, payload, meta));
     logger.info({ server: this.nc.getServer(), prefix: this.opts.subjectPrefix, instance_id: this.deps.instanceId }, 'cluster bus connected');
