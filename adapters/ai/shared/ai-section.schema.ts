@@ -1,4 +1,8 @@
+import { asValue } from 'awilix';
 import Joi from 'joi';
+import { definePlugin, type Plugin } from '../../../kernel/plugin.js';
+import type { AiProvider } from '../../../kernel/ports/ai-provider.port.js';
+import { validateOptions } from '../../../lib/validate.js';
 
 /**
  * The shared `ai` config section (API.md §8: IM_AI_URL, IM_AI_API_KEY,
@@ -29,3 +33,22 @@ export const aiSectionSchema = Joi.object<AiSection>({
   webhookSecret: Joi.string().allow('').default(''),
   systemPrompt: Joi.string().allow('').default(DEFAULT_SYSTEM_PROMPT),
 });
+
+/** The 'ai-provider' slot's adapter for one provider: settings from the shared `ai` section. */
+export function defineAiProviderAdapter(impl: string, create: (options: AiSection) => AiProvider): Plugin<AiSection> {
+  return definePlugin<AiSection>({
+    name: 'ai-provider',
+    kind: 'adapter',
+    impl,
+    options: (_raw, config) => {
+      try {
+        return validateOptions(aiSectionSchema, config.ai ?? {});
+      } catch (err) {
+        throw new Error(`ai.${(err as Error).message}`);
+      }
+    },
+    register({ container, options }) {
+      container.register({ aiProvider: asValue(create(options)) });
+    },
+  });
+}
