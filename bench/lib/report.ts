@@ -69,10 +69,10 @@ export function toMarkdown(r: BenchReport): string {
     const rat = (p: 'bare-ws' | 'socketio'): string => {
       const x = s.ratios?.[p];
       if (!x) return '–';
-      return `${fmt(x.figure, 2)}× (per CPU-s ${fmt(x.per_cpu, 2)}×)`;
+      return x.per_cpu === null ? `${fmt(x.figure, 2)}×` : `${fmt(x.figure, 2)}× (per CPU-s ${fmt(x.per_cpu, 2)}×)`;
     };
     L.push(
-      `| ${s.id} ${s.title} | ${s.target_text} | ${figure(s.results.service)} | ${perCpu(s.results.service)} | ${noise(s.results.service)} | ${figure(s.results['bare-ws'])} | ${figure(s.results.socketio)} | ${rat('bare-ws')} | ${rat('socketio')} | ${s.met === null ? '–' : s.met ? 'yes' : '**no**'} |`,
+      `| ${s.id} ${s.title} | ${s.target_text} | ${figure(s.results.service)} | ${perCpu(s.results.service)} | ${noise(s.results.service)} | ${figure(s.results['bare-ws'])} | ${figure(s.results.socketio)} | ${rat('bare-ws')} | ${rat('socketio')} | ${s.met === null ? `– ${s.met_note ?? ''}` : s.met ? 'yes' : '**no**'} |`,
     );
   }
   L.push('');

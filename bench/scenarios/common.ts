@@ -78,6 +78,8 @@ export interface ScenarioReport {
   target_text: string;
   /** ours vs target: true/false, or null when not measured */
   met: boolean | null;
+  /** why `met` is null */
+  met_note?: string;
   results: Partial<Record<TargetName, TargetResult>>;
   /** ours / peer, for the headline figure and per server CPU-second */
   ratios?: Partial<Record<'bare-ws' | 'socketio', { figure: number | null; per_cpu: number | null }>>;

@@ -120,7 +120,7 @@ export async function runS7(t: Target, o: Options, log: Log, rate: number, fake:
     );
     return {
       figure: rate,
-      unit: 'messages/s (S2 knee) with AI on',
+      unit: `messages/s offered (S2's knee): forwarded ${forwarded}/${r.sent}, send p99 ${sendP99} ms vs ${baseAck ?? '?'} ms in S2`,
       per_server_cpu_s: rec.deliveries_per_server_cpu_s,
       knee: rec,
       steps: [rec],
