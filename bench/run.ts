@@ -306,7 +306,22 @@ async function runPeer(name: 'bare-ws' | 'socketio', o: Options, reports: Map<st
   }
 }
 
+/** Flag knees that the load generator, not the server, may have set (it shares the 2 cores). */
+export function loadgenNotes(rep: ScenarioReport): void {
+  for (const [name, r] of Object.entries(rep.results)) {
+    if (!r?.steps?.length) continue;
+    const kneeRate = r.knee?.rate ?? 0;
+    const above = r.steps.filter((st) => !st.pass && st.rate > kneeRate).sort((a, b) => a.rate - b.rate)[0];
+    if (above && above.loadgen_cores >= 0.85) {
+      rep.notes.push(
+        `${name}: at the first failing rate (${above.rate}/s) the load generator used ${above.loadgen_cores} of a core (server ${above.server_cores}): this knee is bounded by the load generator sharing the 2 cores, so the server's real ceiling is higher`,
+      );
+    }
+  }
+}
+
 function judge(rep: ScenarioReport, o: Options): void {
+  loadgenNotes(rep);
   const s = rep.results.service;
   addRatios(rep);
   if (!s || s.error) {
