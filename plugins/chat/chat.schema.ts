@@ -7,6 +7,14 @@ export interface ChatOptions {
   maxContentLength: number;
   /** Per-user send rate: `points` sends per `durationSeconds`; 0 points = unlimited. */
   rateLimit: { points: number; durationSeconds: number };
+  /**
+   * How long a confirmed membership is remembered for the send/read checks
+   * (ms; 0 = ask storage every time). Removals arriving on the bus (this
+   * instance, or others through the cluster bus) end it at once.
+   */
+  membershipCacheMs: number;
+  /** Most memberships remembered. */
+  membershipCacheSize: number;
 }
 
 export const chatOptionsSchema = Joi.object<ChatOptions>({
@@ -15,6 +23,8 @@ export const chatOptionsSchema = Joi.object<ChatOptions>({
     points: Joi.number().integer().min(0).default(50),
     durationSeconds: Joi.number().integer().min(1).default(1),
   }).default(),
+  membershipCacheMs: Joi.number().integer().min(0).max(600_000).default(5000),
+  membershipCacheSize: Joi.number().integer().min(1).max(10_000_000).default(100_000),
 });
 
 export interface SendInput {

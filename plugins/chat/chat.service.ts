@@ -22,11 +22,16 @@ interface Deps {
 export class ChatServiceImpl implements ChatService {
   private readonly sendSchema;
   private readonly limiter: RateLimiterMemory | null;
+  /** `${group_id}\u0000${user_id}` -> remembered until (ms); positive answers only. */
+  private readonly members = new Map<string, number>();
 
   constructor(
     private readonly deps: Deps,
-    options: ChatOptions,
+    private readonly options: ChatOptions,
   ) {
+    deps.bus.subscribe('member.removed', ({ member }) => {
+      this.members.delete(memberKey(member.group_id, member.user_id));
+    });
     this.sendSchema = sendMessageSchema(options.maxContentLength);
     this.limiter =
       options.rateLimit.points > 0
@@ -84,11 +89,28 @@ export class ChatServiceImpl implements ChatService {
 
   /** Sender must be a member; an unknown group is 404, a non-member 403. */
   private async requireMember(groupId: string, userId: string): Promise<void> {
-    const m = await this.deps.storage.members.get(groupId, userId);
-    if (m) return;
+    if (await this.isMember(groupId, userId)) return;
     const g = await this.deps.storage.groups.get(groupId);
     if (!g) throw new NotFoundError(`group '${groupId}' not found`);
     throw new ForbiddenError(`'${userId}' is not a member of group '${groupId}'`);
+  }
+
+  private async isMember(groupId: string, userId: string): Promise<boolean> {
+    const { membershipCacheMs, membershipCacheSize } = this.options;
+    const key = memberKey(groupId, userId);
+    const now = this.deps.clock.now().getTime();
+    const until = this.members.get(key);
+    if (until !== undefined) {
+      if (until > now) return true;
+      this.members.delete(key);
+    }
+    const m = await this.deps.storage.members.get(groupId, userId);
+    if (!m) return false;
+    if (membershipCacheMs > 0) {
+      if (this.members.size >= membershipCacheSize) this.members.delete(this.members.keys().next().value as string);
+      this.members.set(key, now + membershipCacheMs);
+    }
+    return true;
   }
 
   private async requireAccess(actor: Principal, groupId: string): Promise<void> {
@@ -98,4 +120,8 @@ export class ChatServiceImpl implements ChatService {
     }
     await this.requireMember(groupId, actor.user_id);
   }
+}
+
+function memberKey(groupId: string, userId: string): string {
+  return `${groupId}\u0000${userId}`;
 }

@@ -95,3 +95,32 @@ t.test('chat: concurrent sends keep seq gap-free', async (t) => {
   const page = await c.chatService.list(admin, { group_id: 'g', after_seq: 0, limit: 200 });
   t.same(page.messages.map((m) => m.seq), Array.from({ length: 60 }, (_, i) => i + 1));
 });
+
+t.test('chat: membership cache ends at once on removal events, and at its ttl otherwise', async (t) => {
+  let nowMs = Date.parse('2026-01-01T00:00:00.000Z');
+  const clock = { now: () => new Date(nowMs), nowIso: () => new Date(nowMs).toISOString() };
+  const { c } = await bootKernel(t, { clock, config: { chat: { membershipCacheMs: 5000 } } });
+  await seedGroup(c, 'g', ['pat', 'pat2', 'pat3', 'doc']);
+  const send = (u: string) => c.chatService.send(as(u), { group_id: 'g', msg_content: 'x' }, { transport: 'http' });
+  const settle = () => new Promise((r) => setImmediate(r));
+  for (const u of ['pat', 'pat2', 'pat3']) await send(u); // memberships now cached
+
+  await c.groupService.removeMember(admin, 'g', 'pat');
+  await settle();
+  await t.rejects(send('pat'), { code: 'FORBIDDEN' }, 'a removal on this instance ends the cached membership at once');
+  await t.rejects(c.chatService.list(as('pat'), { group_id: 'g' }), { code: 'FORBIDDEN' }, 'reads too');
+
+  const member = (await c.storage.members.get('g', 'pat2'))!;
+  await c.storage.members.remove('g', 'pat2');
+  c.bus.publish('member.removed', { member }, { origin: 'remote', instance_id: 'other' });
+  await settle();
+  await t.rejects(send('pat2'), { code: 'FORBIDDEN' }, 'a removal relayed from another instance too');
+
+  await c.storage.members.remove('g', 'pat3'); // behind the service's back: no event
+  t.equal((await send('pat3')).created, true, 'without an event the cached answer holds ...');
+  nowMs += 5001;
+  await t.rejects(send('pat3'), { code: 'FORBIDDEN' }, '... until membershipCacheMs has passed');
+
+  await c.groupService.addMember(admin, 'g', { user_id: 'pat' });
+  t.equal((await send('pat')).created, true, 'a re-added member may send again');
+});
