@@ -13,7 +13,8 @@ import { randomBytes } from 'node:crypto';
 import { PLUGINS } from '../bin/registry.js';
 import { AdminApi } from './lib/admin.js';
 import { BUILD_DIR, Loadgen, freePort, killAllChildren, startPeer, startService, type ServerProc } from './lib/children.js';
-import { createDatabase, dbUrl, dropDatabase, postgresVersion } from './lib/db.js';
+import { postgresVersion } from './lib/db.js';
+import { postgresDb, sqliteDb, type BenchDb } from './lib/bench-db.js';
 import { fdSoftLimit, listProcesses, machineInfo, round } from './lib/proc.js';
 import { writeReport, type BenchReport } from './lib/report.js';
 import { seedGroups, seedUsers } from './lib/seed.js';
@@ -65,6 +66,7 @@ function parseArgs(argv: string[]): Options {
     s5Connections: Number(val('--s5-connections') ?? (quick ? 2000 : 15_000)),
     only: only ? new Set(only.split(',').map((s) => s.trim().toUpperCase())) : null,
     targets: new Set(targets),
+    storage: val('--storage') === 'sqlite' ? 'sqlite' : 'postgres',
   };
 }
 
@@ -117,11 +119,12 @@ async function guard(rep: ScenarioReport, name: TargetName, fn: () => Promise<Ta
 async function runService(o: Options, reports: Map<string, ScenarioReport>, want: (id: string) => boolean, notes: string[]): Promise<void> {
   const dbName = `bench_${Date.now()}_${randomBytes(2).toString('hex')}`;
   const tmp = mkdtempSync(join(tmpdir(), 'im-bench-'));
+  const db = o.storage === 'sqlite' ? sqliteDb(join(tmp, `${dbName}.sqlite`)) : postgresDb(dbName);
   const secret = randomBytes(32).toString('hex');
   const profileDir = join(RESULTS_DIR, 'profiles');
-  await createDatabase(dbName);
-  currentDb = dbName;
-  log(`service: database ${dbName}`);
+  await db.create();
+  currentDb = db;
+  log(`service: ${db.kind} database ${db.name}`);
   let server: ServerProc | null = null;
   let loadgen: Loadgen | null = null;
   let brokersOn = false;
@@ -136,7 +139,7 @@ async function runService(o: Options, reports: Map<string, ScenarioReport>, want
     const viaHttp = Math.max(0, Math.min(n, 1000) - usersMade);
     if (viaHttp) await t.admin!.createUsers(Array.from({ length: viaHttp }, (_, i) => ({ user_id: user(usersMade + i) })), 64);
     const from = usersMade + viaHttp;
-    await seedUsers(dbName, [
+    await seedUsers(db, [
       ...Array.from({ length: Math.max(0, n - from) }, (_, i) => ({ user_id: user(from + i) })),
       { user_id: AI_USER, user_role: 'AI_ASSISTANT' },
     ]);
@@ -146,7 +149,7 @@ async function runService(o: Options, reports: Map<string, ScenarioReport>, want
   const ensureS2 = async (): Promise<void> => {
     if (s2Made) return;
     const ts = performance.now();
-    await seedGroups(dbName, s2Groups());
+    await seedGroups(db, s2Groups());
     log(`  seeded the 1,000 S2 groups in ${Math.round(performance.now() - ts)} ms`);
     s2Made = true;
   };
@@ -166,7 +169,7 @@ async function runService(o: Options, reports: Map<string, ScenarioReport>, want
       port: await freePort(),
       nodeArgs,
       env: {
-        IM_DATABASE_URL: dbUrl(dbName),
+        IM_DATABASE_URL: db.url,
         IM_JWT_SECRET: secret,
         IM_PLUGINS: plugins.join(','),
         IM_LOG_LEVEL: 'warn',
@@ -184,10 +187,10 @@ async function runService(o: Options, reports: Map<string, ScenarioReport>, want
       loadgen,
       secret,
       admin,
-      dbName,
+      db,
       roles,
       // a few groups through POST /api/group/create (the real path); large sets bulk-seeded
-      setGroups: (groups) => (Object.keys(groups).length <= 20 ? admin.createGroups(groups) : seedGroups(dbName, groups)),
+      setGroups: (groups) => (Object.keys(groups).length <= 20 ? admin.createGroups(groups) : seedGroups(db, groups)),
     };
   };
   const stop = async (): Promise<void> => {
@@ -261,10 +264,10 @@ async function runService(o: Options, reports: Map<string, ScenarioReport>, want
     }
   } finally {
     await stop().catch(() => undefined);
-    await dropDatabase(dbName).catch((err: unknown) => notes.push(`could not drop ${dbName}: ${(err as Error).message}`));
+    await db.drop().catch((err: unknown) => notes.push(`could not drop ${db.name}: ${(err as Error).message}`));
     rmSync(tmp, { recursive: true, force: true });
     currentDb = null;
-    log(`service: stopped, database ${dbName} dropped`);
+    log(`service: stopped, database ${db.name} dropped`);
   }
 }
 
@@ -400,7 +403,7 @@ async function main(): Promise<void> {
     mode: o.quick ? 'quick' : 'full',
     duration_s: round((performance.now() - t0) / 1000, 1),
     machine,
-    settings: { stepMs: o.stepMs, drainMs: o.drainMs, maxSteps: o.maxSteps, s4Rows: o.s4Rows, s5Connections: o.s5Connections, factor: 1.25 },
+    settings: { storage: o.storage, stepMs: o.stepMs, drainMs: o.drainMs, maxSteps: o.maxSteps, s4Rows: o.s4Rows, s5Connections: o.s5Connections, factor: 1.25 },
     scenarios,
     notes,
   };
@@ -409,7 +412,7 @@ async function main(): Promise<void> {
 }
 
 /** The bench database of the running service phase, dropped on Ctrl-C too. */
-let currentDb: string | null = null;
+let currentDb: BenchDb | null = null;
 let exiting = false;
 const bail = (why: string): void => {
   if (exiting) return;
@@ -417,7 +420,7 @@ const bail = (why: string): void => {
   process.stderr.write(`bench: ${why}: stopping children\n`);
   killAllChildren();
   const db = currentDb;
-  if (db) void dropDatabase(db).finally(() => process.exit(1));
+  if (db) void db.drop().finally(() => process.exit(1));
   else process.exit(1);
   setTimeout(() => process.exit(1), 5000).unref();
 };

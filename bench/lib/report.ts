@@ -53,7 +53,7 @@ function kneeLine(k: StepRecord | null | undefined): string {
 
 export function toMarkdown(r: BenchReport): string {
   const L: string[] = [];
-  L.push(`# Benchmark ${r.date} (${r.mode} run, ${Math.round(r.duration_s)} s)`);
+  L.push(`# Benchmark ${r.date} (${r.mode} run, ${Math.round(r.duration_s)} s, storage ${String(r.settings.storage ?? 'postgres')})`);
   L.push('');
   const m = r.machine;
   L.push(

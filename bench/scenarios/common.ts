@@ -2,6 +2,7 @@ import { Histogram, type LatencySummary } from '../lib/hist.js';
 import { CLK_TCK, cpuBetween, cpuSnapshot, processTicks, round, type CpuSnapshot, type CpuUsage, type RoleResolver } from '../lib/proc.js';
 import type { Loadgen, ServerProc } from '../lib/children.js';
 import type { AdminApi } from '../lib/admin.js';
+import type { BenchDb } from '../lib/bench-db.js';
 import type { ClientKind, StepResult } from '../lib/protocol.js';
 
 export type TargetName = 'service' | 'bare-ws' | 'socketio';
@@ -18,6 +19,7 @@ export interface Options {
   s5Connections: number;
   only: Set<string> | null;
   targets: Set<TargetName>;
+  storage: 'postgres' | 'sqlite';
 }
 
 /** The server a scenario runs against, with what the harness knows about it. */
@@ -29,7 +31,8 @@ export interface Target {
   /** JWT secret (service only) */
   secret?: string;
   admin?: AdminApi;
-  dbName?: string;
+  /** the service's database, for seeding */
+  db?: BenchDb;
   /** Make these groups exist with these members (service: HTTP API; peers: control endpoint). */
   setGroups(groups: Record<string, string[]>): Promise<void>;
   /** pids by role for CPU accounting */

@@ -1,5 +1,6 @@
 import type { StepResult } from '../lib/protocol.js';
-import { withDb } from '../lib/db.js';
+import type { BenchDb } from '../lib/bench-db.js';
+import { seedHistory } from '../lib/seed.js';
 import { S4, s2Groups, s4Groups } from './fixtures.js';
 import { bestStep, sweep, type Log, type Options, type Target, type TargetResult } from './common.js';
 
@@ -41,36 +42,17 @@ export async function runS3(t: Target, o: Options, log: Log): Promise<TargetResu
 
 /**
  * Bulk-loads `rows` messages into the S4 groups straight into the service's
- * tables (one INSERT … SELECT generate_series statement per group batch),
- * after the service migrated the schema, and sets each group's seq counter.
+ * tables (multi-row INSERT … SELECT generate_series on PostgreSQL, a recursive
+ * CTE per group on SQLite), after the service migrated the schema, and sets
+ * each group's seq counter.
  */
-export async function loadHistory(dbName: string, rows: number, log: Log): Promise<Record<string, number>> {
+export async function loadHistory(db: BenchDb, rows: number, log: Log): Promise<Record<string, number>> {
   const groups = s4Groups();
   const names = Object.keys(groups);
   const perGroup = Math.floor(rows / names.length);
   const t0 = performance.now();
-  await withDb(dbName, async (c) => {
-    const batch = 10; // groups per statement
-    for (let i = 0; i < names.length; i += batch) {
-      const part = names.slice(i, i + batch);
-      const values = part.map((g, k) => `($${2 * k + 1}::text, $${2 * k + 2}::text)`).join(',');
-      await c.query(
-        `INSERT INTO messages (message_id, group_id, seq, from_user_id, msg_type, msg_content, client_msg_id, created_at)
-         SELECT g.gid || '-' || s, g.gid, s, g.uid, 'TEXT',
-                'history message ' || s || ' of ' || g.gid || ': some ordinary consultation text of a typical length',
-                NULL, now() - make_interval(secs => ${perGroup} - s)
-         FROM (VALUES ${values}) AS g(gid, uid), generate_series(1, ${perGroup}) AS s`,
-        part.flatMap((g) => [g, groups[g]![0]!]),
-      );
-    }
-    await c.query(
-      `INSERT INTO group_seq_counters (group_id, last_seq) SELECT unnest($1::text[]), $2
-       ON CONFLICT (group_id) DO UPDATE SET last_seq = EXCLUDED.last_seq`,
-      [names, perGroup],
-    );
-    await c.query('ANALYZE messages');
-  });
-  const count = await withDb(dbName, async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM messages')).rows[0]!.n));
+  await seedHistory(db, Object.fromEntries(names.map((g) => [g, groups[g]![0]!])), perGroup);
+  const count = await db.count('messages');
   log(`  S4: loaded ${names.length * perGroup} history rows in ${Math.round(performance.now() - t0)} ms (messages table: ${count} rows)`);
   return Object.fromEntries(names.map((g) => [g, perGroup]));
 }
@@ -83,8 +65,8 @@ export async function loadHistory(dbName: string, rows: number, log: Log): Promi
 export async function runS4(t: Target, o: Options, log: Log): Promise<TargetResult> {
   const groups = s4Groups();
   await t.setGroups(groups);
-  const maxSeq = await loadHistory(t.dbName!, o.s4Rows, log);
-  const tableRows = await withDb(t.dbName!, async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM messages')).rows[0]!.n));
+  const maxSeq = await loadHistory(t.db!, o.s4Rows, log);
+  const tableRows = await t.db!.count('messages');
   const users = Object.entries(groups).map(([group_id, m]) => ({ user_id: m[0]!, group_id, maxSeq: maxSeq[group_id] }));
   const call = (rate: number, durationMs: number): Promise<StepResult> =>
     t.loadgen.call<StepResult>({
