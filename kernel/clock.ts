@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 /** Time source, injectable for tests. */
 export interface Clock {
@@ -21,6 +21,18 @@ export interface IdGenerator {
 export function uuidV7Generator(clock: Clock = systemClock): IdGenerator {
   let lastMs = 0;
   let counter = 0;
+  // Random bytes are drawn 4 KiB at a time (one syscall per 256 ids, not one per id).
+  const pool = Buffer.alloc(4096);
+  let poolOffset = pool.length;
+  const random16 = (): Buffer => {
+    if (poolOffset + 16 > pool.length) {
+      randomFillSync(pool);
+      poolOffset = 0;
+    }
+    const b = Buffer.from(pool.subarray(poolOffset, poolOffset + 16));
+    poolOffset += 16;
+    return b;
+  };
   return {
     next(): string {
       let ms = clock.now().getTime();
@@ -35,7 +47,7 @@ export function uuidV7Generator(clock: Clock = systemClock): IdGenerator {
         lastMs = ms;
         counter = 0;
       }
-      const b = randomBytes(16);
+      const b = random16();
       b.writeUIntBE(ms, 0, 6);
       b[6] = 0x70 | ((counter >> 8) & 0x0f);
       b[7] = counter & 0xff;
