@@ -119,6 +119,7 @@ async function guard(rep: ScenarioReport, name: TargetName, fn: () => Promise<Ta
 async function runService(o: Options, reports: Map<string, ScenarioReport>, want: (id: string) => boolean, notes: string[]): Promise<void> {
   const dbName = `bench_${Date.now()}_${randomBytes(2).toString('hex')}`;
   const tmp = mkdtempSync(join(tmpdir(), 'im-bench-'));
+  currentTmp = tmp;
   const db = o.storage === 'sqlite' ? sqliteDb(join(tmp, `${dbName}.sqlite`)) : postgresDb(dbName);
   const secret = randomBytes(32).toString('hex');
   const profileDir = join(RESULTS_DIR, 'profiles');
@@ -413,12 +414,14 @@ async function main(): Promise<void> {
 
 /** The bench database of the running service phase, dropped on Ctrl-C too. */
 let currentDb: BenchDb | null = null;
+let currentTmp: string | null = null;
 let exiting = false;
 const bail = (why: string): void => {
   if (exiting) return;
   exiting = true;
   process.stderr.write(`bench: ${why}: stopping children\n`);
   killAllChildren();
+  if (currentTmp) rmSync(currentTmp, { recursive: true, force: true });
   const db = currentDb;
   if (db) void db.drop().finally(() => process.exit(1));
   else process.exit(1);

@@ -162,6 +162,8 @@ export class Loadgen {
       for (const p of this.pending.values()) p.reject(new Error(`loadgen exited (${code})`));
       this.pending.clear();
     });
+    // a send after the child died surfaces as a rejected call, not an unhandled 'error' event
+    this.proc.on('error', () => undefined);
   }
 
   get pid(): number {
@@ -169,6 +171,7 @@ export class Loadgen {
   }
 
   call<T>(cmd: LoadgenCmd, timeoutMs = 600_000): Promise<T> {
+    if (!this.proc.connected) return Promise.reject(new Error('loadgen is not running'));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       const t = setTimeout(() => {
