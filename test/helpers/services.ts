@@ -61,3 +61,21 @@ export async function createTestDatabase(t: Test): Promise<string | null> {
   u.pathname = `/${name}`;
   return u.toString();
 }
+
+export type StorageBackend = 'memory' | 'sqlite' | 'postgresql';
+export const STORAGE_BACKENDS: readonly StorageBackend[] = ['memory', 'sqlite', 'postgresql'];
+
+/**
+ * The bootKernel options that put a test on one storage backend (SQLite in
+ * memory; PostgreSQL in a fresh database). Null when PostgreSQL is unreachable
+ * outside CI (the caller returns: the test is skipped with a note).
+ */
+export async function storageBackend(
+  t: Test,
+  backend: StorageBackend,
+): Promise<{ adapters: Record<string, string>; config: Record<string, unknown> } | null> {
+  if (backend === 'memory') return { adapters: { storage: 'memory' }, config: {} };
+  if (backend === 'sqlite') return { adapters: { storage: 'sequelize' }, config: { storage: { url: 'sqlite::memory:' } } };
+  const url = await createTestDatabase(t);
+  return url ? { adapters: { storage: 'sequelize' }, config: { storage: { url } } } : null;
+}

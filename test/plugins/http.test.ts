@@ -16,6 +16,7 @@ import {
 } from '../../plugins/http/http.public.js';
 import { TEST_JWT_SECRET } from '../helpers/boot.js';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
+import { STORAGE_BACKENDS, storageBackend } from '../helpers/services.js';
 
 /** Records every log line with its bindings. */
 function recordingLogger(lines: Array<Record<string, unknown>>, bindings: Record<string, unknown> = {}): Logger {
@@ -103,7 +104,9 @@ function rawRequest(
 
 const b64 = (o: object): string => Buffer.from(JSON.stringify(o)).toString('base64url');
 
-t.test('http transport', async (t) => {
+for (const backend of STORAGE_BACKENDS) t.test(`http transport on ${backend} storage`, async (t) => {
+  const storage = await storageBackend(t, backend);
+  if (!storage) return;
   const lines: Array<Record<string, unknown>> = [];
   const storageState = { down: false };
   const slow: { entered?: () => void; release?: () => void } = {};
@@ -152,6 +155,7 @@ t.test('http transport', async (t) => {
   });
 
   const { booted, baseUrl } = await bootHttp(t, {
+    ...storage,
     logger: recordingLogger(lines),
     extraUnits: [extra, faultyStorage(storageState)],
   });
