@@ -5,13 +5,15 @@ import type { AuthOptions } from './auth.schema.js';
 
 /** JWT verification per API.md §2 (jose): only the configured algorithms, `exp` honoured, `sub` required. */
 export class JwtAuthService implements AuthService {
-  private readonly key: Uint8Array;
+  private readonly key: Uint8Array<ArrayBuffer>;
   /**
    * token -> verified principal, until min(exp, now + ttl). A signature check
    * costs ~0.1-0.2 ms, more than the rest of a typical request; insertion
    * order doubles as age, so the oldest entry is evicted when full.
    */
   private readonly cache = new Map<string, { principal: Principal; untilMs: number }>();
+  /** One imported HMAC key per configured algorithm (importing per call cost ~30 % of a verify). */
+  private readonly cryptoKeys = new Map<string, Promise<CryptoKey>>();
 
   constructor(
     private readonly options: AuthOptions,
@@ -32,6 +34,18 @@ export class JwtAuthService implements AuthService {
     return principal;
   }
 
+  /** Only configured algorithms get a key; jose refuses the others (and `none`) before asking. */
+  private cryptoKey(alg: string | undefined): Promise<CryptoKey> {
+    const hash = { HS256: 'SHA-256', HS384: 'SHA-384', HS512: 'SHA-512' }[alg ?? ''];
+    if (!hash || !(this.options.algorithms as string[]).includes(alg!)) return Promise.reject(new UnauthenticatedError('token algorithm not allowed'));
+    let key = this.cryptoKeys.get(alg!);
+    if (!key) {
+      key = crypto.subtle.importKey('raw', this.key, { name: 'HMAC', hash }, false, ['verify']);
+      this.cryptoKeys.set(alg!, key);
+    }
+    return key;
+  }
+
   private remember(token: string, principal: Principal, exp: number | undefined): void {
     const { cacheSize, cacheTtlSeconds } = this.options;
     if (cacheSize === 0) return;
@@ -44,7 +58,7 @@ export class JwtAuthService implements AuthService {
 
   private async verifySignature(token: string): Promise<{ principal: Principal; exp: number | undefined }> {
     try {
-      const { payload } = await jwtVerify(token, this.key, {
+      const { payload } = await jwtVerify(token, (header) => this.cryptoKey(header.alg), {
         algorithms: this.options.algorithms,
         issuer: this.options.issuer,
         audience: this.options.audience,
