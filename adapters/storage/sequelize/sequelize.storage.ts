@@ -10,7 +10,7 @@ import { runMigrations } from './migrator.js';
 import { isPostgresUrl, sqlitePath, type SequelizeStorageOptions } from './sequelize.schema.js';
 import { isUnavailable, toStorageError } from './sql-errors.js';
 import { PostgresExecutor, SqliteExecutor, type SqlExecutor } from './sql-executor.js';
-import { appendInOwnTransaction, getMembers, sqlRepositories } from './sql-repositories.js';
+import { appendGroupCommit, appendInOwnTransaction, getMembers, sqlRepositories } from './sql-repositories.js';
 
 /** Connection parameters of a postgres:// URL (for Sequelize's replication option). */
 function pgConnection(url: string): { host: string; port: number; username?: string; password?: string; database: string } {
@@ -100,7 +100,7 @@ export class SequelizeStorage implements Storage {
       maxSize: options.batch.maxSize,
       // SQLite has one writer: overlapping batches would only queue.
       concurrency: this.dialect === 'postgres' ? options.batch.concurrency : 1,
-      writeBatch: (items) => appendInOwnTransaction(this.db, items),
+      writeBatch: (items) => appendGroupCommit(this.db, items),
       writeOne: async (item) => (await appendInOwnTransaction(this.db, [item]))[0]!,
       isUnavailable,
     });

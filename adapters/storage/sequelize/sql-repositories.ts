@@ -1,4 +1,4 @@
-import { ConflictError, NotFoundError, UnavailableError } from '../../../kernel/errors.js';
+import { ConflictError, InternalError, NotFoundError, UnavailableError } from '../../../kernel/errors.js';
 import type { AiInteractionRecord, AiRecordStatus, Group, Member, Message, MsgType, User, UserRole } from '../../../kernel/domain.js';
 import type {
   AiRecordPatch,
@@ -241,6 +241,63 @@ export async function appendInOwnTransaction(db: SqlExecutor, items: readonly Ne
       throw mapAppendError(err, items);
     }
   }
+}
+
+/**
+ * The group-commit write. On PostgreSQL the common case (no client_msg_id
+ * repeated inside the batch) is ONE statement in autocommit: a data-modifying
+ * CTE advances each group's counter (groups in sorted order, row locks held to
+ * commit, so seq follows commit order) and inserts the messages with their
+ * seq, one round trip instead of four (BEGIN, upsert, insert, COMMIT). It has
+ * no ON CONFLICT: a replay nobody knew of raises a unique violation that
+ * aborts the whole statement, counters included, and the batch is redone by
+ * appendInOwnTransaction, which looks replays up. Any other failure is
+ * redone there too (so every caller gets that path's errors), except
+ * unavailability, which fails the batch as it is.
+ */
+export async function appendGroupCommit(db: SqlExecutor, items: readonly NewMessage[]): Promise<AppendResult[]> {
+  const keys = items.map(clientKey).filter((k): k is string => k !== null);
+  if (db.dialect !== 'postgres' || new Set(keys).size !== keys.length) return appendInOwnTransaction(db, items);
+  let seqById: Map<string, number>;
+  try {
+    seqById = await appendInOneStatement(db, items);
+  } catch (err) {
+    if (err instanceof UnavailableError) throw err;
+    return appendInOwnTransaction(db, items);
+  }
+  // Committed: every row is there (an INSERT without ON CONFLICT either inserts all or fails).
+  return items.map((m) => {
+    const seq = seqById.get(m.message_id);
+    if (seq === undefined) throw new InternalError('append: a committed row was not returned');
+    return { message: { ...m, seq }, created: true };
+  });
+}
+
+/** Message id -> assigned seq. */
+async function appendInOneStatement(db: SqlExecutor, items: readonly NewMessage[]): Promise<Map<string, number>> {
+  const bind: unknown[] = [];
+  const rows = items.map((m, i) => {
+    bind.push(m.message_id, m.group_id, m.from_user_id, m.msg_type, m.msg_content, m.client_msg_id, m.created_at, i);
+    const n = bind.length - 8;
+    return `($${n + 1}::varchar, $${n + 2}::varchar, $${n + 3}::varchar, $${n + 4}::varchar, $${n + 5}::text, $${n + 6}::varchar, $${n + 7}::timestamptz, $${n + 8}::int)`;
+  });
+  const inserted = await db.query(
+    `WITH v (message_id, group_id, from_user_id, msg_type, msg_content, client_msg_id, created_at, ord) AS (VALUES ${rows.join(', ')}),
+     n AS (SELECT group_id, count(*)::int AS n FROM v GROUP BY group_id),
+     c AS (
+       INSERT INTO group_seq_counters (group_id, last_seq)
+       SELECT group_id, n FROM n ORDER BY group_id
+       ON CONFLICT (group_id) DO UPDATE SET last_seq = group_seq_counters.last_seq + excluded.last_seq
+       RETURNING group_id, last_seq
+     )
+     INSERT INTO messages (${MSG_COLS})
+     SELECT v.message_id, v.group_id, c.last_seq - n.n + (row_number() OVER (PARTITION BY v.group_id ORDER BY v.ord))::int,
+            v.from_user_id, v.msg_type, v.msg_content, v.client_msg_id, v.created_at
+       FROM v JOIN n USING (group_id) JOIN c USING (group_id)
+     RETURNING message_id, seq`,
+    bind,
+  );
+  return new Map(inserted.map((r) => [String(r.message_id), Number(r.seq)]));
 }
 
 function mapAppendError(err: unknown, items: readonly NewMessage[]): Error {
