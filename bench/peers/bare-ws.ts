@@ -5,9 +5,8 @@
  * into a Buffer, write it to every member socket, ack the sender.
  */
 import http from 'node:http';
-import { randomUUID } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { announce, controlHandler, groupsByUser, onSignals, portArg, type Membership } from './peer-common.js';
+import { announce, controlHandler, groupsByUser, onSignals, peerMessage, portArg, type Membership, type PeerSend } from './peer-common.js';
 
 let membership: Membership = new Map();
 let byUser = new Map<string, string[]>();
@@ -24,12 +23,8 @@ const server = http.createServer((req, res) => {
 });
 const wss = new WebSocketServer({ server, perMessageDeflate: false });
 
-interface SendFrame {
+interface SendFrame extends PeerSend {
   type: string;
-  group_id?: string;
-  msg_type?: string;
-  msg_content?: string;
-  client_msg_id?: string;
 }
 
 wss.on('connection', (ws, req) => {
@@ -58,18 +53,7 @@ wss.on('connection', (ws, req) => {
       ws.send('{"type":"error","code":"FORBIDDEN","message":"not a member"}');
       return;
     }
-    const seq = (seqs.get(f.group_id) ?? 0) + 1;
-    seqs.set(f.group_id, seq);
-    const message = {
-      message_id: randomUUID(),
-      group_id: f.group_id,
-      seq,
-      from_user_id: user,
-      msg_type: f.msg_type ?? 'TEXT',
-      msg_content: f.msg_content ?? '',
-      client_msg_id: f.client_msg_id ?? null,
-      created_at: new Date().toISOString(),
-    };
+    const message = peerMessage(f.group_id, f, user, seqs);
     const payload = JSON.stringify(message);
     ws.send(`{"type":"ack","client_msg_id":${JSON.stringify(f.client_msg_id ?? null)},"data":${payload}}`);
     const frame = Buffer.from(`{"type":"message","data":${payload}}`);

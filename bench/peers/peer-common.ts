@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 /** group_id -> member user_ids, set by the harness through PUT /bench/groups before a scenario. */
@@ -56,4 +57,28 @@ export function onSignals(close: () => void): void {
   process.on('SIGTERM', close);
   process.on('SIGINT', close);
   process.on('disconnect', close);
+}
+
+/** What a peer's client sends (the service's send frame, without the type). */
+export interface PeerSend {
+  group_id?: string;
+  msg_type?: string;
+  msg_content?: string;
+  client_msg_id?: string;
+}
+
+/** The message a peer "stores": the service's message shape, seq counted per group in memory. */
+export function peerMessage(groupId: string, f: PeerSend, user: string, seqs: Map<string, number>): Record<string, unknown> {
+  const seq = (seqs.get(groupId) ?? 0) + 1;
+  seqs.set(groupId, seq);
+  return {
+    message_id: randomUUID(),
+    group_id: groupId,
+    seq,
+    from_user_id: user,
+    msg_type: f.msg_type ?? 'TEXT',
+    msg_content: f.msg_content ?? '',
+    client_msg_id: f.client_msg_id ?? null,
+    created_at: new Date().toISOString(),
+  };
 }

@@ -5,9 +5,8 @@
  * an `ack` event to the sender.
  */
 import http from 'node:http';
-import { randomUUID } from 'node:crypto';
 import { Server } from 'socket.io';
-import { announce, controlHandler, groupsByUser, onSignals, portArg, type Membership } from './peer-common.js';
+import { announce, controlHandler, groupsByUser, onSignals, peerMessage, portArg, type Membership, type PeerSend } from './peer-common.js';
 
 let membership: Membership = new Map();
 let byUser = new Map<string, string[]>();
@@ -24,12 +23,7 @@ server.on('request', (req, res) => {
 });
 const ioServer = new Server(server, { transports: ['websocket'], perMessageDeflate: false, serveClient: false });
 
-interface SendEvent {
-  group_id?: string;
-  msg_type?: string;
-  msg_content?: string;
-  client_msg_id?: string;
-}
+type SendEvent = PeerSend;
 
 ioServer.on('connection', (socket) => {
   const user = String((socket.handshake.auth as { user_id?: unknown }).user_id ?? '');
@@ -41,18 +35,7 @@ ioServer.on('connection', (socket) => {
       socket.emit('error_frame', { type: 'error', code: 'FORBIDDEN', message: 'not a member' });
       return;
     }
-    const seq = (seqs.get(f.group_id) ?? 0) + 1;
-    seqs.set(f.group_id, seq);
-    const message = {
-      message_id: randomUUID(),
-      group_id: f.group_id,
-      seq,
-      from_user_id: user,
-      msg_type: f.msg_type ?? 'TEXT',
-      msg_content: f.msg_content ?? '',
-      client_msg_id: f.client_msg_id ?? null,
-      created_at: new Date().toISOString(),
-    };
+    const message = peerMessage(f.group_id, f, user, seqs);
     socket.emit('ack', { type: 'ack', client_msg_id: f.client_msg_id ?? null, data: message });
     ioServer.to(f.group_id).emit('message', { type: 'message', data: message });
   });
