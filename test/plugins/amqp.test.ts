@@ -10,7 +10,6 @@ import amqp, { type Channel, type ChannelModel, type ConsumeMessage, type GetMes
 import t from 'tap';
 import type { Test } from 'tap';
 import { UnavailableError } from '../../kernel/errors.js';
-import type { Logger } from '../../kernel/logger.js';
 import type { Cradle } from '../../kernel/container.js';
 import { admin, as, bootKernel, seedGroup, type BootOptions } from '../helpers/boot.js';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
@@ -21,32 +20,7 @@ import '../../plugins/amqp-ingress/amqp-ingress.plugin.js';
 import '../../plugins/amqp-egress/amqp-egress.plugin.js';
 import '../../plugins/ws/ws.public.js';
 import '../../plugins/http/http.public.js';
-
-interface LogLine {
-  level: string;
-  obj: Record<string, unknown>;
-  msg: string;
-}
-
-/** A logger that records every line (to assert on reconnect logs and on what is never logged). */
-function captureLogger(lines: LogLine[], bindings: Record<string, unknown> = {}): Logger {
-  const at =
-    (level: string) =>
-    (a: object | string, b?: string): void => {
-      if (typeof a === 'string') lines.push({ level, obj: { ...bindings }, msg: a });
-      else lines.push({ level, obj: { ...bindings, ...(a as Record<string, unknown>) }, msg: b ?? '' });
-    };
-  return {
-    level: 'trace',
-    fatal: at('fatal'),
-    error: at('error'),
-    warn: at('warn'),
-    info: at('info'),
-    debug: at('debug'),
-    trace: at('trace'),
-    child: (b) => captureLogger(lines, { ...bindings, ...b }),
-  };
-}
+import { recordingLogger, type LogLine } from '../helpers/logger.js';
 
 const PATIENT_TEXT = 'my chest hurts since yesterday';
 
@@ -95,7 +69,7 @@ if (await requireService(t, 'amqp')) {
     const url = opts.proxy ? `amqp://guest:guest@127.0.0.1:${opts.proxy.port}` : SERVICES.amqp.url;
     const bootOpts: BootOptions = {
       plugins: ['auth', 'users', 'groups', 'chat', ...(opts.plugins ?? ['amqp-ingress'])],
-      logger: opts.logs ? captureLogger(opts.logs) : undefined,
+      logger: opts.logs ? recordingLogger(opts.logs) : undefined,
       config: {
         log: { level: 'trace' },
         amqp: { url },
@@ -192,10 +166,10 @@ if (await requireService(t, 'amqp')) {
     const q = await ch.checkQueue(n.queue);
     t.equal(q.messageCount, 0, 'nothing left in the inbound queue');
     t.equal((await listAll(c)).length, 1, 'no invalid payload was stored');
-    const warn = logs.find((l) => l.msg === 'broker delivery dead-lettered' && l.obj.code === 'FORBIDDEN');
+    const warn = logs.find((l) => l.msg === 'broker delivery dead-lettered' && l.code === 'FORBIDDEN');
     t.ok(warn, 'dead letters are logged');
     t.notOk(
-      logs.some((l) => ['info', 'warn', 'error'].includes(l.level) && JSON.stringify(l.obj).includes(PATIENT_TEXT)),
+      logs.some((l) => ['info', 'warn', 'error'].includes(l.level) && JSON.stringify(l).includes(PATIENT_TEXT)),
       'msg_content never logged at info or above',
     );
   });

@@ -3,7 +3,6 @@ import { asValue } from 'awilix';
 import { SignJWT } from 'jose';
 import t from 'tap';
 import { UnavailableError } from '../../kernel/errors.js';
-import type { Logger } from '../../kernel/logger.js';
 import { definePlugin } from '../../kernel/plugin.js';
 import type { Storage } from '../../kernel/ports/storage.port.js';
 import {
@@ -17,25 +16,7 @@ import {
 import { TEST_JWT_SECRET } from '../helpers/boot.js';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
 import { STORAGE_BACKENDS, storageBackend } from '../helpers/services.js';
-
-/** Records every log line with its bindings. */
-function recordingLogger(lines: Array<Record<string, unknown>>, bindings: Record<string, unknown> = {}): Logger {
-  const at =
-    (level: string) =>
-    (a: object | string, b?: string): void => {
-      lines.push(typeof a === 'string' ? { level, ...bindings, msg: a } : { level, ...bindings, ...a, msg: b });
-    };
-  return {
-    level: 'trace',
-    fatal: at('fatal'),
-    error: at('error'),
-    warn: at('warn'),
-    info: at('info'),
-    debug: at('debug'),
-    trace: at('trace'),
-    child: (b) => recordingLogger(lines, { ...bindings, ...b }),
-  };
-}
+import { recordingLogger, type LogLine } from '../helpers/logger.js';
 
 /** Wraps the memory storage so that every call throws UnavailableError while `down` is set. */
 function faultyStorage(state: { down: boolean }) {
@@ -107,7 +88,7 @@ const b64 = (o: object): string => Buffer.from(JSON.stringify(o)).toString('base
 for (const backend of STORAGE_BACKENDS) t.test(`http transport on ${backend} storage`, async (t) => {
   const storage = await storageBackend(t, backend);
   if (!storage) return;
-  const lines: Array<Record<string, unknown>> = [];
+  const lines: LogLine[] = [];
   const storageState = { down: false };
   const slow: { entered?: () => void; release?: () => void } = {};
   const extra = definePlugin({
