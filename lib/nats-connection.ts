@@ -37,6 +37,8 @@ export class NatsConnectionManager {
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private reconnectAttempts = 0;
+  /** Bumped on every disconnect/reconnect, so a late flush cannot mark a newer outage as up. */
+  private generation = 0;
 
   constructor(
     private readonly url: string,
@@ -138,13 +140,24 @@ export class NatsConnectionManager {
         switch (s.type) {
           case 'disconnect':
             this.up = false;
+            this.generation++;
             if (!this.closed) this.logger.warn({ server: s.server }, 'nats disconnected; reconnecting');
             break;
-          case 'reconnect':
-            this.up = true;
+          case 'reconnect': {
             this.reconnectAttempts = 0;
-            this.logger.info({ server: s.server }, 'nats reconnected');
+            // The client re-sends its subscriptions on reconnect; count as up only once the
+            // server has answered a PING sent after them, so readiness never runs ahead of them.
+            const generation = ++this.generation;
+            nc.flush().then(
+              () => {
+                if (this.generation !== generation || this.nc !== nc) return;
+                this.up = true;
+                this.logger.info({ server: s.server }, 'nats reconnected');
+              },
+              () => undefined,
+            );
             break;
+          }
           case 'error':
             this.logger.warn({ err: s.error.message }, 'nats server error');
             break;

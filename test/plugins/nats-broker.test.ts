@@ -213,7 +213,7 @@ if (await requireService(t, 'nats')) {
   t.test('JetStream: durable consumer, ack after commit, nak on outages, term + DLQ, survives a connection cut', async (t) => {
     const n = names(t);
     const proxy = await startTcpProxy(t, SERVICES.nats.port);
-    const { c } = await boot(t, n, { proxy, ingress: { jetstream: { stream: n.stream, durable: n.durable, createStream: true }, maxInFlight: 5 } });
+    const { c } = await boot(t, n, { proxy, ingress: { jetstream: { stream: n.stream, durable: n.durable, createStream: true, ackWaitMs: 2000 }, maxInFlight: 5 } });
     await seedGroup(c, 'g1', ['pat1', 'doc1']);
     await c.userService.create(admin, { user_id: 'out1', username: 'outsider' });
     const info = await jsm.streams.info(n.stream);
