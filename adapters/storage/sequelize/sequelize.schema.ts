@@ -12,6 +12,8 @@ export interface SequelizeStorageOptions {
   pool: { max: number; min: number; acquireMs: number; idleMs: number };
   /** Log every SQL statement at debug level (never at info: statements carry medical data). */
   logSql: boolean;
+  /** PostgreSQL: run statements as named prepared statements (turn off behind a pooler in transaction mode). */
+  preparedStatements: boolean;
   /** Group commit: most appends written by one transaction. */
   batch: { maxSize: number; concurrency: number };
 }
@@ -34,6 +36,7 @@ export const sequelizeStorageOptionsSchema = Joi.object<SequelizeStorageOptions>
     idleMs: Joi.number().integer().min(100).default(10_000),
   }).default(),
   logSql: Joi.boolean().default(false),
+  preparedStatements: Joi.boolean().default(true),
   batch: Joi.object({
     maxSize: Joi.number().integer().min(1).max(1000).default(256),
     concurrency: Joi.number().integer().min(1).max(16).default(2),

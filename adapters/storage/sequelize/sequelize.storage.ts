@@ -9,37 +9,14 @@ import { GroupCommit, type GroupCommitStats } from './group-commit.js';
 import { runMigrations } from './migrator.js';
 import { isPostgresUrl, sqlitePath, type SequelizeStorageOptions } from './sequelize.schema.js';
 import { isUnavailable, toStorageError } from './sql-errors.js';
-import { PostgresExecutor, SqliteExecutor, type SqlExecutor } from './sql-executor.js';
+import { PgExecutor, pgConnection, sslOption } from './pg-executor.js';
+import { SqliteExecutor, type SqlExecutor } from './sql-executor.js';
 import { appendGroupCommit, appendInOwnTransaction, getMembers, sqlRepositories } from './sql-repositories.js';
 
-/** Connection parameters of a postgres:// URL (for Sequelize's replication option). */
-function pgConnection(url: string): { host: string; port: number; username?: string; password?: string; database: string } {
-  const u = new URL(url);
-  return {
-    host: decodeURIComponent(u.hostname) || '127.0.0.1',
-    port: u.port ? Number(u.port) : 5432,
-    username: u.username ? decodeURIComponent(u.username) : undefined,
-    password: u.password ? decodeURIComponent(u.password) : undefined,
-    database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres',
-  };
-}
-
-/** `?sslmode=require` (or `?ssl=true`): TLS; `verify-ca` / `verify-full`: TLS with certificate checks. */
-export function sslOption(url: string): { ssl?: { rejectUnauthorized: boolean } } {
-  const q = new URL(url).searchParams;
-  const mode = q.get('sslmode') ?? (q.get('ssl') === 'true' ? 'require' : null);
-  if (mode === null || mode === 'disable' || mode === 'allow' || mode === 'prefer') return {};
-  return { ssl: { rejectUnauthorized: mode === 'verify-ca' || mode === 'verify-full' } };
-}
-
-interface PoolLike {
-  size: number;
-  available: number;
-  using: number;
-  waiting: number;
-}
-
-/** Sequelize options for a storage URL (PostgreSQL with optional replicas, or SQLite). */
+/**
+ * Sequelize options for a storage URL: SQLite (queries and migrations), or
+ * PostgreSQL (migrations only, on the primary: queries run on PgExecutor).
+ */
 export function sequelizeOptions(options: SequelizeStorageOptions, logger: Logger): Options {
   const logging = options.logSql ? (sql: string) => logger.debug({ sql }, 'sql') : false;
   const pool: PoolOptions = {
@@ -50,16 +27,16 @@ export function sequelizeOptions(options: SequelizeStorageOptions, logger: Logge
     evict: Math.min(options.pool.idleMs, 1000),
   };
   if (isPostgresUrl(options.url)) {
-    const primary = pgConnection(options.url);
+    const { user, ...primary } = pgConnection(options.url);
     return {
       dialect: 'postgres',
       ...primary,
+      username: user,
       logging,
-      pool,
+      pool: { ...pool, min: 0 },
       benchmark: false,
-      // Fail fast when the server is down; keep idle sockets alive; TLS from ?sslmode= / ?ssl=true.
-      dialectOptions: { connectionTimeoutMillis: options.pool.acquireMs, keepAlive: true, ...sslOption(options.url) },
-      replication: options.replicas.length > 0 ? { write: primary, read: options.replicas.map(pgConnection) } : false,
+      // Fail fast when the server is down; TLS from ?sslmode= / ?ssl=true.
+      dialectOptions: { connectionTimeoutMillis: options.pool.acquireMs, ...sslOption(options.url) },
       // Sequelize retries only SQLITE_BUSY by default; this adapter decides about retries itself.
       retry: { max: 1 },
     };
@@ -70,11 +47,14 @@ export function sequelizeOptions(options: SequelizeStorageOptions, logger: Logge
 }
 
 /**
- * The storage port on Sequelize, PostgreSQL or SQLite (one code path of raw
- * SQL, see sql-repositories.ts). Appends go through group commit.
+ * The storage port on PostgreSQL or SQLite (one code path of raw SQL, see
+ * sql-repositories.ts). PostgreSQL queries run on node-postgres pools
+ * (pg-executor.ts), SQLite's on Sequelize; migrations run through Sequelize
+ * (umzug) on both. Appends go through group commit.
  */
 export class SequelizeStorage implements Storage {
-  readonly sequelize: Sequelize;
+  /** The SQLite connection (null on PostgreSQL, where Sequelize is only opened to migrate). */
+  readonly sequelize: Sequelize | null;
   readonly dialect: 'postgres' | 'sqlite';
   private readonly db: SqlExecutor;
   private readonly commit: GroupCommit<NewMessage, AppendResult>;
@@ -91,11 +71,25 @@ export class SequelizeStorage implements Storage {
     private readonly options: SequelizeStorageOptions,
     private readonly logger: Logger,
   ) {
-    const sqlOptions = sequelizeOptions(options, logger);
-    this.dialect = sqlOptions.dialect === 'postgres' ? 'postgres' : 'sqlite';
-    if (this.dialect === 'sqlite' && sqlOptions.storage !== ':memory:') mkdirSync(dirname(sqlOptions.storage!), { recursive: true });
-    this.sequelize = new Sequelize(sqlOptions);
-    this.db = this.dialect === 'postgres' ? new PostgresExecutor(this.sequelize) : new SqliteExecutor(this.sequelize);
+    this.dialect = isPostgresUrl(options.url) ? 'postgres' : 'sqlite';
+    if (this.dialect === 'postgres') {
+      const pool = { max: options.pool.max, min: options.pool.min, acquireMs: options.pool.acquireMs, idleMs: options.pool.idleMs };
+      this.sequelize = null;
+      this.db = new PgExecutor(
+        {
+          primary: { url: options.url, ...pool },
+          replicas: options.replicas.map((url) => ({ url, ...pool })),
+          prepare: options.preparedStatements,
+          logSql: options.logSql,
+        },
+        logger,
+      );
+    } else {
+      const sqlOptions = sequelizeOptions(options, logger);
+      if (sqlOptions.storage !== ':memory:') mkdirSync(dirname(sqlOptions.storage!), { recursive: true });
+      this.sequelize = new Sequelize(sqlOptions);
+      this.db = new SqliteExecutor(this.sequelize);
+    }
     this.commit = new GroupCommit<NewMessage, AppendResult>({
       maxSize: options.batch.maxSize,
       // SQLite has one writer: overlapping batches would only queue.
@@ -132,15 +126,13 @@ export class SequelizeStorage implements Storage {
       if (this.db instanceof SqliteExecutor) await this.db.configure(this.options.url !== 'sqlite::memory:', 5000);
       await this.ping();
       if (!this.options.migrate) return [];
-      // Migrations (and umzug's bookkeeping reads) must see the primary: with
-      // replicas they run on a short-lived primary-only instance.
-      const primaryOnly =
-        this.options.replicas.length > 0 ? new Sequelize(sequelizeOptions({ ...this.options, replicas: [], pool: { ...this.options.pool, min: 0 } }, this.logger)) : null;
+      // On PostgreSQL, migrations run on a short-lived Sequelize instance on the primary.
+      const migrator = this.sequelize ?? new Sequelize(sequelizeOptions(this.options, this.logger));
       let ran: string[];
       try {
-        ran = await runMigrations(primaryOnly ?? this.sequelize, this.dialect === 'postgres' ? this.options.url : null);
+        ran = await runMigrations(migrator, this.dialect === 'postgres' ? this.options.url : null);
       } finally {
-        await primaryOnly?.close();
+        if (migrator !== this.sequelize) await migrator.close();
       }
       if (ran.length > 0) this.logger.info({ migrations: ran }, 'storage migrations applied');
       return ran;
@@ -170,13 +162,7 @@ export class SequelizeStorage implements Storage {
 
   /** Connections of the pool(s): in use, idle, waiting; null for SQLite. */
   poolStats(): Array<{ pool: 'write' | 'read'; using: number; idle: number; waiting: number }> | null {
-    if (this.dialect !== 'postgres') return null;
-    const cm = this.sequelize.connectionManager as unknown as { pool?: PoolLike & { read?: PoolLike; write?: PoolLike } };
-    const p = cm.pool;
-    if (!p) return [];
-    const one = (pool: 'write' | 'read', x: PoolLike) => ({ pool, using: x.using, idle: x.available, waiting: x.waiting });
-    if (p.write && p.read) return [one('write', p.write), one('read', p.read)];
-    return [one('write', p)];
+    return this.db instanceof PgExecutor ? this.db.poolStats() : null;
   }
 
   /** Finishes queued appends, then closes the pool. Idempotent. */
@@ -184,7 +170,8 @@ export class SequelizeStorage implements Storage {
     if (!this.stopped) {
       this.stopped = (async () => {
         await Promise.all([this.commit.close(), this.memberReads.close()]);
-        await this.sequelize.close().catch((err: unknown) => this.logger.warn({ err }, 'closing the storage pool failed'));
+        const close = this.db instanceof PgExecutor ? this.db.close() : this.sequelize?.close();
+        await close?.catch((err: unknown) => this.logger.warn({ err }, 'closing the storage pool failed'));
       })();
     }
     return this.stopped;

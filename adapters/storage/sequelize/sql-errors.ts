@@ -1,5 +1,4 @@
 import {
-  BaseError,
   ConnectionError,
   ForeignKeyConstraintError,
   TimeoutError,
@@ -33,7 +32,7 @@ const UNAVAILABLE_CODES = new Set([
 ]);
 
 const UNAVAILABLE_TEXT =
-  /connection terminated|terminating connection|not queryable|connection (?:is )?closed|server closed the connection|Connection ended|database is locked|the database system is (?:starting up|shutting down)|ConnectionManager\.getConnection was called after the connection manager was closed/i;
+  /connection terminated|timeout exceeded when trying to connect|Cannot use a pool after calling end|Client was closed and is not queryable|terminating connection|not queryable|connection (?:is )?closed|server closed the connection|Connection ended|database is locked|the database system is (?:starting up|shutting down)|ConnectionManager\.getConnection was called after the connection manager was closed/i;
 
 function driverError(err: unknown): { code?: string; message: string } {
   const e = err as { original?: unknown; parent?: unknown; code?: unknown; message?: unknown };
@@ -89,5 +88,5 @@ export function toStorageError(err: unknown, ctx: ErrorContext = {}): AppError {
   if (err instanceof ForeignKeyConstraintError || code === '23503' || (code === 'SQLITE_CONSTRAINT' && /FOREIGN KEY/i.test(driverError(err).message))) {
     return new NotFoundError(ctx.missing ?? 'a referenced user, group or message does not exist');
   }
-  return new InternalError('storage error', err instanceof BaseError ? safeCause(err) : err);
+  return new InternalError('storage error', safeCause(err));
 }

@@ -1,13 +1,11 @@
-import { QueryTypes, type Sequelize, type Transaction } from 'sequelize';
+import { QueryTypes, type Sequelize } from 'sequelize';
 import { toStorageError } from './sql-errors.js';
 
 export type Row = Record<string, unknown>;
 export type Dialect = 'postgres' | 'sqlite';
 
-/** An open transaction of the executor (opaque to the repositories). */
-export interface TxHandle {
-  readonly sequelizeTx: Transaction | null;
-}
+/** An open transaction of an executor (opaque to the repositories; each executor has its own). */
+export interface TxHandle {}
 
 export interface QueryOptions {
   /** Run inside this transaction (always on the primary). */
@@ -18,7 +16,7 @@ export interface QueryOptions {
 
 /**
  * Runs raw SQL with bind parameters (`$1`, `$2`, ...) and returns raw rows, on
- * either dialect. Statements that write use `RETURNING` so that every call is
+ * either dialect (PostgreSQL: pg-executor.ts; SQLite: below). Statements that write use `RETURNING` so that every call is
  * a row-returning query.
  */
 export interface SqlExecutor {
@@ -26,47 +24,6 @@ export interface SqlExecutor {
   query(sql: string, bind: readonly unknown[], opts?: QueryOptions): Promise<Row[]>;
   /** Runs `work` in one transaction on the primary; rolls back when it throws. Errors come out typed. */
   transaction<T>(work: (tx: TxHandle) => Promise<T>): Promise<T>;
-}
-
-/**
- * PostgreSQL: a pooled Sequelize instance (optionally with read replicas).
- * Writes and reads that must be fresh use the primary (`useMaster`).
- */
-export class PostgresExecutor implements SqlExecutor {
-  readonly dialect = 'postgres' as const;
-  constructor(private readonly sequelize: Sequelize) {}
-
-  async query(sql: string, bind: readonly unknown[], opts: QueryOptions = {}): Promise<Row[]> {
-    try {
-      return await this.sequelize.query<Row>(sql, {
-        bind: bind as unknown[],
-        type: QueryTypes.SELECT,
-        raw: true,
-        transaction: opts.tx?.sequelizeTx ?? undefined,
-        useMaster: !opts.read,
-      });
-    } catch (err) {
-      throw toStorageError(err);
-    }
-  }
-
-  async transaction<T>(work: (tx: TxHandle) => Promise<T>): Promise<T> {
-    // What `work` throws comes out unchanged; failures of BEGIN/COMMIT come out typed.
-    let workError: { err: unknown } | null = null;
-    try {
-      return await this.sequelize.transaction(async (t) => {
-        try {
-          return await work({ sequelizeTx: t });
-        } catch (err) {
-          workError = { err };
-          throw err;
-        }
-      });
-    } catch (err) {
-      if (workError !== null && (workError as { err: unknown }).err === err) throw err;
-      throw toStorageError(err);
-    }
-  }
 }
 
 /**
@@ -81,7 +38,7 @@ export class PostgresExecutor implements SqlExecutor {
 export class SqliteExecutor implements SqlExecutor {
   readonly dialect = 'sqlite' as const;
   private chain: Promise<unknown> = Promise.resolve();
-  private static readonly IN_TX: TxHandle = Object.freeze({ sequelizeTx: null });
+  private static readonly IN_TX: TxHandle = Object.freeze({});
 
   constructor(private readonly sequelize: Sequelize) {}
 

@@ -273,16 +273,30 @@ export async function appendGroupCommit(db: SqlExecutor, items: readonly NewMess
   });
 }
 
-/** Message id -> assigned seq. */
+/**
+ * Message id -> assigned seq. The batch travels as one array per column
+ * (`unnest`), so the statement text is the same for every batch size and is
+ * prepared once per connection.
+ */
 async function appendInOneStatement(db: SqlExecutor, items: readonly NewMessage[]): Promise<Map<string, number>> {
-  const bind: unknown[] = [];
-  const rows = items.map((m, i) => {
-    bind.push(m.message_id, m.group_id, m.from_user_id, m.msg_type, m.msg_content, m.client_msg_id, m.created_at, i);
-    const n = bind.length - 8;
-    return `($${n + 1}::varchar, $${n + 2}::varchar, $${n + 3}::varchar, $${n + 4}::varchar, $${n + 5}::text, $${n + 6}::varchar, $${n + 7}::timestamptz, $${n + 8}::int)`;
-  });
-  const inserted = await db.query(
-    `WITH v (message_id, group_id, from_user_id, msg_type, msg_content, client_msg_id, created_at, ord) AS (VALUES ${rows.join(', ')}),
+  const cols: unknown[][] = [[], [], [], [], [], [], []];
+  for (const m of items) {
+    cols[0]!.push(m.message_id);
+    cols[1]!.push(m.group_id);
+    cols[2]!.push(m.from_user_id);
+    cols[3]!.push(m.msg_type);
+    cols[4]!.push(m.msg_content);
+    cols[5]!.push(m.client_msg_id);
+    cols[6]!.push(m.created_at);
+  }
+  const inserted = await db.query(APPEND_BATCH_SQL, cols);
+  return new Map(inserted.map((r) => [String(r.message_id), Number(r.seq)]));
+}
+
+const APPEND_BATCH_SQL = `WITH v AS (
+       SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::text[], $6::varchar[], $7::timestamptz[])
+         WITH ORDINALITY AS v (message_id, group_id, from_user_id, msg_type, msg_content, client_msg_id, created_at, ord)
+     ),
      n AS (SELECT group_id, count(*)::int AS n FROM v GROUP BY group_id),
      c AS (
        INSERT INTO group_seq_counters (group_id, last_seq)
@@ -294,11 +308,7 @@ async function appendInOneStatement(db: SqlExecutor, items: readonly NewMessage[
      SELECT v.message_id, v.group_id, c.last_seq - n.n + (row_number() OVER (PARTITION BY v.group_id ORDER BY v.ord))::int,
             v.from_user_id, v.msg_type, v.msg_content, v.client_msg_id, v.created_at
        FROM v JOIN n USING (group_id) JOIN c USING (group_id)
-     RETURNING message_id, seq`,
-    bind,
-  );
-  return new Map(inserted.map((r) => [String(r.message_id), Number(r.seq)]));
-}
+     RETURNING message_id, seq`;
 
 function mapAppendError(err: unknown, items: readonly NewMessage[]): Error {
   const one = items.length === 1 ? items[0]! : null;
@@ -317,16 +327,26 @@ function refine(err: unknown, ctx: { conflict?: string; missing?: string }): Err
 
 /**
  * Membership lookups of many callers in one statement (members.get is on every
- * send): both id lists go through the unique (group_id, user_id) index and the
+ * send): the pairs go through the unique (group_id, user_id) index and the
  * rows are matched to the asked pairs.
  */
 export async function getMembers(db: SqlExecutor, keys: ReadonlyArray<readonly [string, string]>): Promise<Array<Member | null>> {
-  const groups = [...new Set(keys.map((k) => k[0]))];
-  const users = [...new Set(keys.map((k) => k[1]))];
-  const bind: unknown[] = [...groups, ...users];
-  const g = groups.map((_, i) => `$${i + 1}`).join(', ');
-  const u = users.map((_, i) => `$${groups.length + i + 1}`).join(', ');
-  const rows = await db.query(`SELECT ${MEMBER_COLS} FROM group_members WHERE group_id IN (${g}) AND user_id IN (${u})`, bind);
+  let rows: Row[];
+  if (db.dialect === 'postgres') {
+    // The pairs as two arrays: one statement text for any number of pairs (prepared once).
+    rows = await db.query(
+      `SELECT m.group_id, m.user_id, m.user_role, m.joined_at
+         FROM unnest($1::varchar[], $2::varchar[]) AS k (group_id, user_id)
+         JOIN group_members m ON m.group_id = k.group_id AND m.user_id = k.user_id`,
+      [keys.map((k) => k[0]), keys.map((k) => k[1])],
+    );
+  } else {
+    const groups = [...new Set(keys.map((k) => k[0]))];
+    const users = [...new Set(keys.map((k) => k[1]))];
+    const g = groups.map((_, i) => `$${i + 1}`).join(', ');
+    const u = users.map((_, i) => `$${groups.length + i + 1}`).join(', ');
+    rows = await db.query(`SELECT ${MEMBER_COLS} FROM group_members WHERE group_id IN (${g}) AND user_id IN (${u})`, [...groups, ...users]);
+  }
   const found = new Map(rows.map((r) => [`${String(r.group_id)}\u0000${String(r.user_id)}`, r]));
   return keys.map(([gid, uid]) => {
     const r = found.get(`${gid}\u0000${uid}`);

@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import t, { type Test } from 'tap';
 import { parseStorageOptions, type SequelizeStorageOptions } from '../../../adapters/storage/sequelize/sequelize.schema.js';
-import { SequelizeStorage, sslOption } from '../../../adapters/storage/sequelize/sequelize.storage.js';
+import { SequelizeStorage } from '../../../adapters/storage/sequelize/sequelize.storage.js';
+import { sslOption, timestamptzToIso } from '../../../adapters/storage/sequelize/pg-executor.js';
 import { ConflictError, UnavailableError } from '../../../kernel/errors.js';
 import { silentLogger } from '../../../kernel/logger.js';
 import { as, bootKernel, seedGroup } from '../../helpers/boot.js';
@@ -117,9 +118,12 @@ const pgProbe = await createTestDatabase(t);
 if (pgProbe) {
   // One database for the contract (migrated once), emptied before each subtest.
   await openStorage(t, pgProbe);
+  const admin = new pg.Client({ connectionString: pgProbe });
+  await admin.connect();
+  t.teardown(() => admin.end());
   await storageContract(t, 'postgresql', async (st) => {
     const s = await openStorage(st, pgProbe);
-    await s.sequelize.query('TRUNCATE ai_interaction_records, messages, group_members, group_seq_counters, "groups", users CASCADE');
+    await admin.query('TRUNCATE ai_interaction_records, messages, group_members, group_seq_counters, "groups", users CASCADE');
     return s;
   });
 }
@@ -165,11 +169,12 @@ t.test('migrations: versioned, applied once, by start-up and by npm run migrate'
   t.pass('stop is idempotent');
   const second = await openStorage(t, url);
   t.same(await second.open(), [], 'nothing left to apply');
-  const rows = await second.sequelize.query<{ name: string }>('SELECT name FROM schema_migrations', { type: 'SELECT' as never });
+  const sqlite = second.sequelize!;
+  const rows = await sqlite.query<{ name: string }>('SELECT name FROM schema_migrations', { type: 'SELECT' as never });
   t.same(rows.map((r) => r.name), ['0001-initial-schema'], 'recorded in schema_migrations');
-  const pragma = await second.sequelize.query<{ journal_mode: string }>('PRAGMA journal_mode', { type: 'SELECT' as never });
+  const pragma = await sqlite.query<{ journal_mode: string }>('PRAGMA journal_mode', { type: 'SELECT' as never });
   t.equal(pragma[0]?.journal_mode, 'wal', 'SQLite files use WAL');
-  const busy = await second.sequelize.query<{ timeout: number }>('PRAGMA busy_timeout', { type: 'SELECT' as never });
+  const busy = await sqlite.query<{ timeout: number }>('PRAGMA busy_timeout', { type: 'SELECT' as never });
   t.equal(busy[0]?.timeout, 5000, 'busy timeout set');
   const noMigrate = await openStorage(t, `sqlite:${join(dir, 'empty.sqlite')}`, { migrate: false });
   t.same(await noMigrate.open(), [], 'migrate: false applies nothing');
@@ -220,7 +225,31 @@ t.test('whole kernel on sequelize storage (SQLite file): send, replay, list thro
 
 // ---------------------------------------------------------------- PostgreSQL only
 
+t.test('timestamptz text -> ISO string without a Date round trip', async (t) => {
+  t.equal(timestamptzToIso('2026-11-24 02:17:53.9+00'), '2026-11-24T02:17:53.900Z');
+  t.equal(timestamptzToIso('2026-11-24 02:17:53+00'), '2026-11-24T02:17:53.000Z');
+  t.equal(timestamptzToIso('2026-11-24 02:17:53.123456+00'), '2026-11-24T02:17:53.123Z', 'microseconds cut to milliseconds');
+  t.equal(timestamptzToIso('2026-11-24 03:17:53.5+01'), '2026-11-24T02:17:53.500Z', 'another zone goes through pg\'s parser');
+});
+
 t.test('postgresql', { skip: pgProbe ? false : 'PostgreSQL unreachable' }, async (t) => {
+  t.test('batches carry any text; prepared statements can be turned off', async (t) => {
+    const url = (await createTestDatabase(t))!;
+    for (const preparedStatements of [true, false]) {
+      const s = await openStorage(t, url, { preparedStatements });
+      if (preparedStatements) await seed(s);
+      const contents = ['{"a\\b",}', 'quote " and \\ backslash', 'NULL', '', 'ünïcødé ✓ 病历', '{}', ' spaces '];
+      const stored = await Promise.all(contents.map((c, i) => s.messages.append(msg('g1', 'u1', { msg_content: c, client_msg_id: i % 2 ? null : `k${preparedStatements}${i}` }))));
+      t.ok(s.batchStats.largestBatch > 1, 'written as a batch');
+      const page = await s.messages.list('g1', { limit: 50 });
+      const got = page.messages.slice(-contents.length);
+      t.same(got.map((m) => m.msg_content), contents, `contents round-trip (preparedStatements ${preparedStatements})`);
+      t.same(got.map((m) => m.client_msg_id), stored.map((r) => r.message.client_msg_id));
+      t.same(got.map((m) => m.created_at), stored.map((r) => r.message.created_at), 'created_at comes back as the ISO string stored');
+      t.same(await s.members.get('g1', 'u1'), (await s.members.list('g1')).find((m) => m.user_id === 'u1'));
+    }
+  });
+
   t.test('whole kernel on PostgreSQL', async (t) => {
     const url = await createTestDatabase(t);
     const { c } = await bootKernel(t, {
