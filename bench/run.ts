@@ -7,7 +7,7 @@
  * bench/results/<date>.json and .md. Everything it starts, it stops.
  */
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { PLUGINS } from '../bin/registry.js';
@@ -16,7 +16,7 @@ import { BUILD_DIR, Loadgen, freePort, killAllChildren, startPeer, startService,
 import { postgresVersion } from './lib/db.js';
 import { postgresDb, sqliteDb, type BenchDb } from './lib/bench-db.js';
 import { fdSoftLimit, listProcesses, machineInfo, round } from './lib/proc.js';
-import { writeReport, type BenchReport } from './lib/report.js';
+import { fmt, writeReport, type BenchReport } from './lib/report.js';
 import { seedGroups, seedUsers } from './lib/seed.js';
 import { addRatios, type Options, type ScenarioReport, type Target, type TargetName, type TargetResult } from './scenarios/common.js';
 import { closeSockets, runFanout } from './scenarios/fanout.scenario.js';
@@ -324,8 +324,49 @@ export function loadgenNotes(rep: ScenarioReport): void {
   }
 }
 
+/** The targets' headline rates and what one unit of them is (S5 and S7 are not rates). */
+const TARGET_RATE: Record<string, { rate: number; one: string; many: string }> = {
+  S1: { rate: 100_000, one: 'delivery', many: 'deliveries/s' },
+  S2: { rate: 5000, one: 'message', many: 'messages/s' },
+  S3: { rate: 2000, one: 'send', many: 'sends/s' },
+  S4: { rate: 5000, one: 'request', many: 'requests/s' },
+  'S6-amqp': { rate: 10_000, one: 'message', many: 'messages/s' },
+  'S6-nats': { rate: 10_000, one: 'message', many: 'messages/s' },
+};
+
+/**
+ * The machine's budget at the service's knee: every process of the mix
+ * (service, load generator, PostgreSQL, brokers, harness) costs CPU per
+ * message; if the whole mix at this efficiency cannot reach the target on
+ * all the machine's cores, no server-side change alone reaches it here.
+ */
+export function machineBudgetNote(rep: ScenarioReport): void {
+  const s = rep.results.service;
+  const target = TARGET_RATE[rep.id];
+  const k = s?.knee;
+  if (!s || !k || target === undefined || s.figure <= 0) return;
+  const wall = Math.max(0.001, k.cpu.wallSeconds);
+  const cores = Object.fromEntries(Object.entries(k.cpu.cpuSeconds).map(([role, sec]) => [role, sec / wall]));
+  const used = Object.values(cores).reduce((a, b) => a + b, 0);
+  if (used <= 0) return;
+  const nproc = cpus().length;
+  const ceiling = Math.round((s.figure * nproc) / used);
+  const perUnit = (c: number): string => `${fmt((1e6 * c) / s.figure, 1)} µs`;
+  const parts = Object.entries(cores)
+    .filter(([, c]) => c >= 0.01)
+    .sort((a, b) => b[1] - a[1])
+    .map(([role, c]) => `${role} ${perUnit(c)}`)
+    .join(', ');
+  rep.notes.push(
+    `machine budget at the knee: ${perUnit(used)} of CPU per ${target.one} across all processes (${parts}); ` +
+      `at this mix ${nproc} fully busy cores carry at most ~${fmt(ceiling)} ${target.many}` +
+      (ceiling < target.rate ? `, below the target of ${fmt(target.rate)}: out of reach on this machine unless the whole mix gets cheaper` : ''),
+  );
+}
+
 function judge(rep: ScenarioReport, o: Options): void {
   loadgenNotes(rep);
+  machineBudgetNote(rep);
   const s = rep.results.service;
   addRatios(rep);
   if (!s || s.error) {

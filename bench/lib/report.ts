@@ -13,7 +13,7 @@ export interface BenchReport {
   notes: string[];
 }
 
-const fmt = (x: number | null | undefined, d = 0): string => {
+export const fmt = (x: number | null | undefined, d = 0): string => {
   if (x === null || x === undefined || Number.isNaN(x)) return '–';
   return x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: 0 });
 };
