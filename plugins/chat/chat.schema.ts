@@ -43,8 +43,8 @@ export function sendMessageSchema(maxContentLength = 8000): Joi.ObjectSchema<Sen
     msg_content: Joi.string()
       .max(maxContentLength)
       .pattern(/\S/)
-      .required()
-      .messages({ 'string.pattern.base': '{{#label}} must not be blank' }),
+      .message('{{#label}} must not be blank') // the rule's own message: see idSchema
+      .required(),
     client_msg_id: Joi.string().min(1).max(128),
     from_user_id: idSchema,
   });
