@@ -12,6 +12,7 @@ import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { io, type Socket } from 'socket.io-client';
 import { Histogram, nowUs } from '../lib/hist.js';
+import { readContent, readFastFrame, type BenchContent, type FastFrame } from './frames.js';
 import type {
   ConnectCmd,
   ConnectResult,
@@ -27,7 +28,8 @@ const RUN = randomBytes(3).toString('hex');
 
 interface Conn {
   user_id: string;
-  send(frame: string, obj: { group_id: string; msg_content: string; client_msg_id: string }): void;
+  /** Send one message (a `send` frame over WS, a `send` event over Socket.IO). */
+  send(group_id: string, msg_content: string, client_msg_id: string): void;
   close(): void;
 }
 
@@ -73,26 +75,26 @@ function countError(code: string, detail?: string): void {
   if (!step.firstError && detail) step.firstError = detail.slice(0, 300);
 }
 
-/** Content is `b<step>.<i>.<intendedUs>`; AI replies echo it as `r...`. */
-function onContent(content: string, isAck: boolean): void {
+/** Scratch for the frame being read (one at a time: no allocation per frame). */
+const frame: FastFrame = { kind: 'other', step: 0, index: 0, intendedUs: 0, ack: false };
+
+/** One `message` (a delivery) or `ack` frame: content `b<step>.<i>.<intendedUs>`; AI replies echo it as `r...`. */
+function onContent(c: BenchContent, isAck: boolean): void {
   const now = nowUs();
   lastFrameAt = now;
   const st = step;
   if (!st) return;
-  if (content.charCodeAt(0) === 114 /* r */) {
+  if (c.kind === 'ai') {
     if (!isAck) st.aiReplies++;
     return;
   }
-  if (content.charCodeAt(0) !== 98 /* b */) return;
-  const d1 = content.indexOf('.');
-  const d2 = content.indexOf('.', d1 + 1);
-  const sid = Number(content.slice(1, d1));
-  if (sid !== st.id) {
+  if (c.kind !== 'bench') return;
+  if (c.step !== st.id) {
     st.late++;
     return;
   }
-  const i = Number(content.slice(d1 + 1, d2));
-  const t = Number(content.slice(d2 + 1));
+  const i = c.index;
+  const t = c.intendedUs;
   if (isAck) {
     if (st.acked[i] === 0) {
       st.acked[i] = 1;
@@ -109,28 +111,45 @@ function onContent(content: string, isAck: boolean): void {
   }
 }
 
-const CONTENT_KEY = '"msg_content":"';
+/** A content string (Socket.IO events, WS frames that took the JSON.parse path). */
+function onContentString(content: string, isAck: boolean): void {
+  readContent(content, frame);
+  onContent(frame, isAck);
+}
 
-function onWsFrame(s: string): void {
-  const ci = s.indexOf(CONTENT_KEY);
-  if (ci < 0) {
-    lastFrameAt = nowUs();
-    if (s.includes('"type":"error"')) {
-      let code = 'error';
-      try {
-        code = String((JSON.parse(s) as { code?: string }).code ?? 'error');
-      } catch {
-        /* keep generic */
-      }
-      countError(code, s);
-    }
-    return;
+/** The fields of a server frame (API.md §5) the load generator looks at. */
+interface ServerFrame {
+  type?: unknown;
+  code?: unknown;
+  data?: { msg_content?: unknown } | null;
+}
+
+/**
+ * One WS text frame's payload, b[start, end). `message` and `ack` frames of
+ * the known shape are read from the bytes (frames.ts); every other frame is
+ * decoded and parsed. Returns the type of a parsed frame ('' when read from
+ * the bytes), so the handshake can spot its pong.
+ */
+function onWsFrame(b: Buffer, start: number, end: number): string {
+  if (readFastFrame(b, start, end, frame)) {
+    onContent(frame, frame.ack);
+    return '';
   }
-  const start = ci + CONTENT_KEY.length;
-  const content = s.slice(start, s.indexOf('"', start));
-  const isAck = s.includes('"type":"ack"');
-  if (!isAck && !s.includes('"type":"message"')) return;
-  onContent(content, isAck);
+  lastFrameAt = nowUs();
+  const text = b.toString('utf8', start, end);
+  let f: ServerFrame;
+  try {
+    f = JSON.parse(text) as ServerFrame;
+  } catch {
+    countError('unparseable_frame', text);
+    return '';
+  }
+  if (typeof f !== 'object' || f === null) return '';
+  const content = f.data?.msg_content;
+  if (f.type === 'message' && typeof content === 'string') onContentString(content, false);
+  else if (f.type === 'ack' && typeof content === 'string') onContentString(content, true);
+  else if (f.type === 'error') countError(String(f.code ?? 'error'), text);
+  return typeof f.type === 'string' ? f.type : '';
 }
 
 // ---------------------------------------------------------------- connect
@@ -138,11 +157,12 @@ function openWs(cmd: ConnectCmd, user: string, token: string | undefined): Promi
   const base = cmd.baseUrl.replace(/^http/, 'ws');
   const url = `${base}/ws/${encodeURIComponent(user)}${token ? `?token=${token}` : ''}`;
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 30_000 });
+    // no UTF-8 validation: frames are read as bytes and only the rare non-delivery frame is decoded
+    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 30_000, skipUTF8Validation: true });
     let settled = false;
     const conn: Conn = {
       user_id: user,
-      send: (frame) => ws.send(frame),
+      send: (g, content, cid) => ws.send(`{"type":"send","group_id":"${g}","msg_content":"${content}","client_msg_id":"${cid}"}`),
       close: () => ws.terminate(),
     };
     const timer = setTimeout(() => fail(new Error('handshake: no pong within 30 s')), 30_000);
@@ -160,9 +180,8 @@ function openWs(cmd: ConnectCmd, user: string, token: string | undefined): Promi
       resolve(conn);
     };
     ws.on('message', (data: Buffer, isBinary: boolean) => {
-      const s = isBinary ? '' : data.toString();
-      if (!settled && s.includes('"type":"pong"')) return done();
-      onWsFrame(s);
+      if (isBinary) return; // the servers send text frames only
+      if (onWsFrame(data, 0, data.length) === 'pong' && !settled) done();
     });
     ws.on('open', () => {
       if (cmd.handshake) ws.send('{"type":"ping"}');
@@ -195,12 +214,12 @@ function openSocketIo(cmd: ConnectCmd, user: string): Promise<Conn> {
       settled = true;
       resolve({
         user_id: user,
-        send: (_frame, obj) => socket.emit('send', obj),
+        send: (group_id, msg_content, client_msg_id) => socket.emit('send', { group_id, msg_content, client_msg_id }),
         close: () => socket.disconnect(),
       });
     });
-    socket.on('message', (m: { data?: { msg_content?: string } }) => onContent(m.data?.msg_content ?? '', false));
-    socket.on('ack', (m: { data?: { msg_content?: string } }) => onContent(m.data?.msg_content ?? '', true));
+    socket.on('message', (m: { data?: { msg_content?: string } }) => onContentString(m.data?.msg_content ?? '', false));
+    socket.on('ack', (m: { data?: { msg_content?: string } }) => onContentString(m.data?.msg_content ?? '', true));
     socket.on('connect_error', (err) => {
       if (settled) return;
       settled = true;
@@ -332,11 +351,7 @@ async function wsStep(cmd: WsStepCmd): Promise<StepResult> {
       countError('sender_not_connected', s.user_id);
       return;
     }
-    c.send(`{"type":"send","group_id":"${s.group_id}","msg_content":"${content}","client_msg_id":"${cid}"}`, {
-      group_id: s.group_id,
-      msg_content: content,
-      client_msg_id: cid,
-    });
+    c.send(s.group_id, content, cid);
   });
   const drainEnd = performance.now() + cmd.drainMs;
   while (performance.now() < drainEnd) {
