@@ -15,12 +15,13 @@ import type { Logger } from '../../kernel/logger.js';
 import type { AuthService } from '../../kernel/ports/services.port.js';
 import type { HttpRequest, HttpState, RouteDefinition } from './http.public.js';
 import { REQUEST_ID_PATTERN } from './http.schema.js';
+import { RequestLogger } from './request-logger.js';
 
 type Ctx = Koa.ParameterizedContext;
 
 /** Per-request values the plugin keeps on ctx.state (HttpState plus the request logger). */
 interface State extends HttpState {
-  logger: Logger;
+  logger: RequestLogger;
   started: bigint;
 }
 
@@ -60,7 +61,7 @@ export function requestContext(baseLogger: Logger, isDraining: () => boolean): K
     const st = state(ctx);
     st.requestId = requestId;
     st.started = process.hrtime.bigint();
-    st.logger = baseLogger.child({ req_id: requestId });
+    st.logger = new RequestLogger(baseLogger, requestId);
     ctx.set('X-Request-Id', requestId);
     if (isDraining()) ctx.set('Connection', 'close');
     try {
@@ -215,7 +216,7 @@ export function buildRouter(deps: RouterDeps): Router {
       if (route.auth === 'user') {
         principal = await deps.auth().verify(bearer(ctx));
         st.userId = principal.user_id;
-        st.logger = st.logger.child({ user_id: principal.user_id });
+        st.logger.setUser(principal.user_id);
       }
       const body = route.method === 'GET' ? undefined : await readJsonBody(ctx, deps.bodyLimit);
       const req: HttpRequest = {
