@@ -36,12 +36,13 @@ function bodyOf(req: HttpRequest): unknown {
 /**
  * The core routes of API.md §4: each one decodes the request, calls a service
  * from the container and encodes its answer. Access rules and validation live
- * in the services.
+ * in the services. Called at start, when every service is registered; they are
+ * singletons, resolved once here rather than per request.
  */
 export function coreRoutes(container: Container, maxContentLength: number): RouteDefinition[] {
-  const users = () => container.resolve('userService');
-  const groups = () => container.resolve('groupService');
-  const chat = () => container.resolve('chatService');
+  const userService = container.resolve('userService');
+  const groupService = container.resolve('groupService');
+  const chatService = container.resolve('chatService');
   return [
     {
       method: 'POST',
@@ -51,7 +52,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       tags: ['users'],
       schemas: { body: createUserSchema, response: userDoc },
       successStatus: 201,
-      handler: async (req) => ({ status: 201, body: await users().create(who(req), bodyOf(req)) }),
+      handler: async (req) => ({ status: 201, body: await userService.create(who(req), bodyOf(req)) }),
     },
     {
       method: 'GET',
@@ -60,7 +61,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       summary: 'Get a user (any authenticated caller)',
       tags: ['users'],
       schemas: { params: userIdParams, response: userDoc },
-      handler: async (req) => ({ status: 200, body: await users().get(who(req), req.params.user_id!) }),
+      handler: async (req) => ({ status: 200, body: await userService.get(who(req), req.params.user_id!) }),
     },
     {
       method: 'PUT',
@@ -69,7 +70,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       summary: "Change a user's role (admin)",
       tags: ['users'],
       schemas: { params: userIdParams, body: setRoleSchema, response: userDoc },
-      handler: async (req) => ({ status: 200, body: await users().setRole(who(req), req.params.user_id!, bodyOf(req)) }),
+      handler: async (req) => ({ status: 200, body: await userService.setRole(who(req), req.params.user_id!, bodyOf(req)) }),
     },
     {
       method: 'GET',
@@ -78,7 +79,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       summary: "List a user's groups (that user or admin)",
       tags: ['users', 'groups'],
       schemas: { params: userIdParams, response: groupsDoc },
-      handler: async (req) => ({ status: 200, body: { groups: await groups().listForUser(who(req), req.params.user_id!) } }),
+      handler: async (req) => ({ status: 200, body: { groups: await groupService.listForUser(who(req), req.params.user_id!) } }),
     },
     {
       method: 'POST',
@@ -88,7 +89,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       tags: ['groups'],
       schemas: { body: createGroupSchema, response: groupDoc },
       successStatus: 201,
-      handler: async (req) => ({ status: 201, body: await groups().create(who(req), bodyOf(req)) }),
+      handler: async (req) => ({ status: 201, body: await groupService.create(who(req), bodyOf(req)) }),
     },
     {
       method: 'GET',
@@ -97,7 +98,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       summary: 'Get a group (member or admin)',
       tags: ['groups'],
       schemas: { params: groupIdParams, response: groupDoc },
-      handler: async (req) => ({ status: 200, body: await groups().get(who(req), req.params.group_id!) }),
+      handler: async (req) => ({ status: 200, body: await groupService.get(who(req), req.params.group_id!) }),
     },
     {
       method: 'POST',
@@ -107,7 +108,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       tags: ['groups'],
       schemas: { params: groupIdParams, body: addMemberSchema, response: memberDoc },
       successStatus: 201,
-      handler: async (req) => ({ status: 201, body: await groups().addMember(who(req), req.params.group_id!, bodyOf(req)) }),
+      handler: async (req) => ({ status: 201, body: await groupService.addMember(who(req), req.params.group_id!, bodyOf(req)) }),
     },
     {
       method: 'GET',
@@ -116,7 +117,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       summary: 'List members (member or admin)',
       tags: ['groups'],
       schemas: { params: groupIdParams, response: membersDoc },
-      handler: async (req) => ({ status: 200, body: { members: await groups().listMembers(who(req), req.params.group_id!) } }),
+      handler: async (req) => ({ status: 200, body: { members: await groupService.listMembers(who(req), req.params.group_id!) } }),
     },
     {
       method: 'DELETE',
@@ -127,7 +128,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       schemas: { params: memberParams },
       successStatus: 204,
       handler: async (req) => {
-        await groups().removeMember(who(req), req.params.group_id!, req.params.user_id!);
+        await groupService.removeMember(who(req), req.params.group_id!, req.params.user_id!);
         return { status: 204 };
       },
     },
@@ -141,7 +142,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       schemas: { body: sendMessageSchema(maxContentLength), response: messageDoc },
       successStatus: 201,
       handler: async (req) => {
-        const { message, created } = await chat().send(who(req), bodyOf(req), { transport: 'http' });
+        const { message, created } = await chatService.send(who(req), bodyOf(req), { transport: 'http' });
         return { status: created ? 201 : 200, body: message };
       },
     },
@@ -152,7 +153,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       summary: 'Page through a group\'s messages (member or admin), ascending seq; after_seq pages forward, before_seq backward',
       tags: ['messages'],
       schemas: { query: listMessagesSchema, response: messagePageDoc },
-      handler: async (req) => ({ status: 200, body: await chat().list(who(req), req.query) }),
+      handler: async (req) => ({ status: 200, body: await chatService.list(who(req), req.query) }),
     },
     {
       method: 'GET',
@@ -161,7 +162,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       summary: 'Get a message (member of its group or admin)',
       tags: ['messages'],
       schemas: { params: messageIdParams, response: messageDoc },
-      handler: async (req) => ({ status: 200, body: await chat().get(who(req), req.params.message_id!) }),
+      handler: async (req) => ({ status: 200, body: await chatService.get(who(req), req.params.message_id!) }),
     },
   ];
 }

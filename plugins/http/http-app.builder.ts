@@ -201,7 +201,7 @@ function bearer(ctx: Ctx): string {
 
 export interface RouterDeps {
   routes: readonly RouteDefinition[];
-  auth: () => AuthService;
+  auth: AuthService;
   bodyLimit: number;
 }
 
@@ -214,22 +214,23 @@ export function buildRouter(deps: RouterDeps): Router {
       st.route = route.path;
       let principal = null;
       if (route.auth === 'user') {
-        principal = await deps.auth().verify(bearer(ctx));
+        principal = await deps.auth.verify(bearer(ctx));
         st.userId = principal.user_id;
         st.logger.setUser(principal.user_id);
       }
       const body = route.method === 'GET' ? undefined : await readJsonBody(ctx, deps.bodyLimit);
       const req: HttpRequest = {
         principal,
-        params: { ...((ctx as unknown as { params?: Record<string, string> }).params ?? {}) },
-        query: { ...ctx.query },
+        // both made for this request (by the router, by Koa): handed over, not copied
+        params: (ctx as unknown as { params?: Record<string, string> }).params ?? {},
+        query: ctx.query,
         body,
         headers: ctx.headers,
         requestId: st.requestId,
         logger: st.logger,
       };
       const res = await route.handler(req);
-      for (const [k, v] of Object.entries(res.headers ?? {})) ctx.set(k, v);
+      if (res.headers) for (const k in res.headers) ctx.set(k, res.headers[k]!);
       ctx.status = res.status;
       if (res.body !== undefined && res.status !== 204) {
         if (typeof res.body === 'string' || Buffer.isBuffer(res.body)) ctx.body = res.body;
