@@ -205,9 +205,19 @@ export interface RouterDeps {
   bodyLimit: number;
 }
 
-/** One @koa/router built from the route table: auth, body, handler, encoding. */
-export function buildRouter(deps: RouterDeps): Router {
+/** A route path without parameters or wildcards (`/api/message/send`). */
+const STATIC_PATH = /^[A-Za-z0-9/_.~-]*$/;
+
+/**
+ * One @koa/router built from the route table (auth, body, handler, encoding),
+ * and `staticPaths`, installed before it: a request for exactly a path without
+ * parameters (most API calls) is found by method and path instead of being
+ * matched against every route's pattern; anything else (parameters, another
+ * case, a trailing slash, an unknown path or method) goes on to the router.
+ */
+export function buildRouter(deps: RouterDeps): { router: Router; staticPaths: Koa.Middleware } {
   const router = new Router();
+  const candidates: Array<{ method: string; path: string; mw: Koa.Middleware }> = [];
   for (const route of deps.routes) {
     const mw: Koa.Middleware = async (ctx) => {
       const st = state(ctx);
@@ -244,8 +254,26 @@ export function buildRouter(deps: RouterDeps): Router {
     else if (route.method === 'POST') router.post(route.path, mw);
     else if (route.method === 'PUT') router.put(route.path, mw);
     else router.delete(route.path, mw);
+    if (STATIC_PATH.test(route.path)) {
+      // the router answers HEAD with the GET route
+      for (const method of route.method === 'GET' ? ['GET', 'HEAD'] : [route.method]) candidates.push({ method, path: route.path, mw });
+    }
   }
-  return router;
+  /** method -> path -> the route's middleware */
+  const byPath = new Map<string, Map<string, Koa.Middleware>>();
+  for (const { method, path, mw } of candidates) {
+    // only where the router runs this route first for that path (an earlier pattern may take it)
+    const first = router.match(path, method).pathAndMethod[0];
+    if (!first || !(first.stack as unknown[]).includes(mw)) continue;
+    let paths = byPath.get(method);
+    if (!paths) byPath.set(method, (paths = new Map()));
+    paths.set(path, mw);
+  }
+  const staticPaths: Koa.Middleware = (ctx, next) => {
+    const mw = byPath.get(ctx.method)?.get(ctx.path);
+    return mw ? mw(ctx, next) : next();
+  };
+  return { router, staticPaths };
 }
 
 /**

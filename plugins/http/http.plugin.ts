@@ -117,7 +117,8 @@ export const httpPlugin = definePlugin<HttpOptions>({
       version: '1',
       description: 'Instant messaging for medical consultations. Errors always use the Error body; every /api/* call needs a bearer JWT.',
     });
-    const router = buildRouter({ routes, auth: container.resolve('authService'), bodyLimit: options.bodyLimit });
+    const { router, staticPaths } = buildRouter({ routes, auth: container.resolve('authService'), bodyLimit: options.bodyLimit });
+    app.use(staticPaths);
     app.use(router.routes());
     app.use(router.allowedMethods());
     rt.handler = app.callback();

@@ -654,6 +654,40 @@ t.test('rate limit: 429 with Retry-After', async (t) => {
   t.equal(list.body.messages.length, 2, 'the limited send stored nothing');
 });
 
+t.test('routing: exact paths are looked up, and answer as the router would', async (t) => {
+  const routes = definePlugin({
+    name: 'routing-test',
+    register({ contributions }) {
+      const echo = (name: string): RouteDefinition['handler'] => async (req) => ({ status: 200, body: { route: name, params: req.params } });
+      // a pattern registered first takes a path that a later exact route also names
+      contributions.add<RouteDefinition>(HTTP_ROUTES, { method: 'GET', path: '/rt/:name', auth: 'none', summary: 'pattern', handler: echo('pattern') });
+      contributions.add<RouteDefinition>(HTTP_ROUTES, { method: 'GET', path: '/rt/fixed', auth: 'none', summary: 'shadowed', handler: echo('fixed') });
+      contributions.add<RouteDefinition>(HTTP_ROUTES, { method: 'GET', path: '/rt2/fixed', auth: 'none', summary: 'exact', handler: echo('exact') });
+      contributions.add<RouteDefinition>(HTTP_ROUTES, { method: 'GET', path: '/rt2/:name', auth: 'none', summary: 'pattern after', handler: echo('pattern2') });
+    },
+  });
+  const { booted, baseUrl } = await bootHttp(t, { extraUnits: [routes] });
+  const anon = api(baseUrl);
+  t.same((await anon.get('/rt/fixed')).body, { route: 'pattern', params: { name: 'fixed' } }, 'the earlier pattern still wins');
+  t.same((await anon.get('/rt2/fixed')).body, { route: 'exact', params: {} }, 'exact path');
+  t.same((await anon.get('/rt2/other')).body, { route: 'pattern2', params: { name: 'other' } }, 'other paths go to the router');
+  t.same((await anon.get('/RT2/FIXED')).body, { route: 'exact', params: {} }, 'paths match in any case');
+  t.same((await anon.get('/rt2/fixed/')).body, { route: 'exact', params: {} }, 'a trailing slash matches');
+
+  const head = await rawRequest(baseUrl, { method: 'HEAD', path: '/healthz' });
+  t.equal(head.status, 200, 'HEAD answered by the GET route');
+  t.equal(head.body, '', 'HEAD has no body');
+  const options = await rawRequest(baseUrl, { method: 'OPTIONS', path: '/api/message/send' });
+  t.equal(options.status, 200, 'OPTIONS answered by the router');
+  t.match(options.headers.allow, /POST/);
+
+  const A = api(baseUrl, await tokenFor(booted.c, 'admin', true));
+  t.equal((await A.post('/api/user/', { user_id: 'rt1', username: 'rt1' })).status, 201, 'core route with a trailing slash');
+  const wrong = await A.put('/api/message/send', {});
+  t.equal(wrong.status, 405, 'another method on an exact path');
+  t.match(wrong.headers.get('allow'), /POST/);
+});
+
 t.test('options are validated', async (t) => {
   await t.rejects(bootHttp(t, { config: { http: { port: 'eighty' } } }), /http: port/);
   await t.rejects(bootHttp(t, { config: { http: { bodyLimit: 0 } } }), /http: bodyLimit/);
