@@ -114,6 +114,9 @@ function hasBody(req: IncomingMessage): boolean {
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
+/** What `ctx.type = 'application/json'` sets; set as it is, without a mime lookup per response. */
+const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
+
 /**
  * Reads a JSON body of at most `limit` bytes. A declared length over the limit
  * fails before reading; a streamed body fails as soon as it passes the limit
@@ -122,7 +125,8 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 export async function readJsonBody(ctx: Ctx, limit: number): Promise<unknown> {
   const req = ctx.req;
   if (!hasBody(req)) return undefined;
-  if (!ctx.is('application/json', '+json')) {
+  // the usual header is taken as it is; anything else is parsed and matched by ctx.is
+  if (req.headers['content-type'] !== 'application/json' && !ctx.is('application/json', '+json')) {
     throw new ValidationError('request body must be JSON (Content-Type: application/json)', [
       { path: 'content-type', message: `'content-type' must be application/json` },
     ]);
@@ -245,7 +249,7 @@ export function buildRouter(deps: RouterDeps): { router: Router; staticPaths: Ko
       if (res.body !== undefined && res.status !== 204) {
         if (typeof res.body === 'string' || Buffer.isBuffer(res.body)) ctx.body = res.body;
         else {
-          ctx.type = 'application/json';
+          ctx.set('Content-Type', JSON_CONTENT_TYPE);
           ctx.body = JSON.stringify(res.body);
         }
       }
