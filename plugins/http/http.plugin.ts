@@ -76,12 +76,13 @@ export const httpPlugin = definePlugin<HttpOptions>({
       openApi: null,
     };
     // in flight = until the response is fully written (or its connection closed)
+    const responseClosed = (): void => {
+      rt.inFlight -= 1;
+      if (rt.inFlight === 0 && rt.idleWaiters.length > 0) rt.idleWaiters.splice(0).forEach((w) => w());
+    };
     server.on('request', (_req, res: ServerResponse) => {
       rt.inFlight += 1;
-      res.once('close', () => {
-        rt.inFlight -= 1;
-        if (rt.inFlight === 0) rt.idleWaiters.splice(0).forEach((w) => w());
-      });
+      res.once('close', responseClosed);
     });
     runtimes.set(container, rt);
     container.register({ koaApp: asValue(app), httpServer: asValue(server), httpAddress: asValue(address) });
