@@ -46,14 +46,28 @@ function startsWith(b: Uint8Array, start: number, end: number, prefix: Uint8Arra
   return true;
 }
 
-/** Index of the first CONTENT_KEY in b[from, end), or -1. A plain loop beats Buffer#indexOf's native call on ~250-byte frames. */
+/**
+ * Horspool skip table for CONTENT_KEY: how far the window may move when its
+ * last byte is c (most bytes of a frame are not in the key: a 15-byte jump).
+ */
+const SKIP = (() => {
+  const t = new Uint8Array(256).fill(CONTENT_KEY.length);
+  for (let k = 0; k < CONTENT_KEY.length - 1; k++) t[CONTENT_KEY[k]!] = CONTENT_KEY.length - 1 - k;
+  return t;
+})();
+
+/** Index of the first CONTENT_KEY in b[from, end), or -1 (Horspool: a few steps per frame, no native call). */
 function findContentKey(b: Uint8Array, from: number, end: number): number {
-  const first = CONTENT_KEY[0]!;
-  const last = end - CONTENT_KEY.length;
-  outer: for (let i = from; i <= last; i++) {
-    if (b[i] !== first) continue;
-    for (let j = 1; j < CONTENT_KEY.length; j++) if (b[i + j] !== CONTENT_KEY[j]) continue outer;
-    return i;
+  const n = CONTENT_KEY.length;
+  const lastByte = CONTENT_KEY[n - 1]!;
+  for (let i = from; i + n <= end; ) {
+    const c = b[i + n - 1]!;
+    if (c === lastByte) {
+      let j = 0;
+      while (j < n - 1 && b[i + j] === CONTENT_KEY[j]) j++;
+      if (j === n - 1) return i;
+    }
+    i += SKIP[c]!;
   }
   return -1;
 }

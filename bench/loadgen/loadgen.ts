@@ -4,15 +4,18 @@
  * monotonic clock (bench/lib/hist.ts nowUs), so send -> receipt latency needs
  * no cross-process clock sync. Sends are open-loop: the schedule never waits
  * for answers, and latency is measured from the *intended* send time.
+ * Receiving is the hot path (every delivery): WS sockets use a lean client
+ * that reads all sockets into one buffer (ws-client.ts), and `message`/`ack`
+ * frames are read from the bytes without a JSON.parse (frames.ts).
  */
 import http from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
-import WebSocket from 'ws';
 import { io, type Socket } from 'socket.io-client';
 import { Histogram, nowUs } from '../lib/hist.js';
 import { readContent, readFastFrame, type BenchContent, type FastFrame } from './frames.js';
+import { WsClient } from './ws-client.js';
 import type {
   ConnectCmd,
   ConnectResult,
@@ -153,13 +156,36 @@ function onWsFrame(b: Buffer, start: number, end: number): string {
 }
 
 // ---------------------------------------------------------------- connect
+/**
+ * One WS connection through the lean client (ws-client.ts: the frames the
+ * server sees are the `ws` client's; reads cost less on this side). With
+ * `handshake`, it is ready once a ping got its pong (auth and group
+ * subscriptions done).
+ */
 function openWs(cmd: ConnectCmd, user: string, token: string | undefined): Promise<Conn> {
-  const base = cmd.baseUrl.replace(/^http/, 'ws');
-  const url = `${base}/ws/${encodeURIComponent(user)}${token ? `?token=${token}` : ''}`;
+  const base = new URL(cmd.baseUrl);
   return new Promise((resolve, reject) => {
-    // no UTF-8 validation: frames are read as bytes and only the rare non-delivery frame is decoded
-    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 30_000, skipUTF8Validation: true });
     let settled = false;
+    const ws: WsClient = new WsClient({
+      host: base.hostname,
+      port: Number(base.port),
+      path: `/ws/${encodeURIComponent(user)}${token ? `?token=${token}` : ''}`,
+      onOpen: () => {
+        if (cmd.handshake) ws.send('{"type":"ping"}');
+        else done();
+      },
+      onText: (b, start, end) => {
+        if (onWsFrame(b, start, end) === 'pong' && !settled) done();
+      },
+      onError: (err) => fail(err),
+      onClose: (code) => {
+        if (!settled) fail(new Error(`closed during handshake: ${code}`));
+        else if (conns.get(user) === conn) {
+          conns.delete(user);
+          if (code !== 1000 && code !== 1005 && code !== 1006) countError(`closed_${code}`);
+        }
+      },
+    });
     const conn: Conn = {
       user_id: user,
       send: (g, content, cid) => ws.send(`{"type":"send","group_id":"${g}","msg_content":"${content}","client_msg_id":"${cid}"}`),
@@ -179,23 +205,6 @@ function openWs(cmd: ConnectCmd, user: string, token: string | undefined): Promi
       clearTimeout(timer);
       resolve(conn);
     };
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (isBinary) return; // the servers send text frames only
-      if (onWsFrame(data, 0, data.length) === 'pong' && !settled) done();
-    });
-    ws.on('open', () => {
-      if (cmd.handshake) ws.send('{"type":"ping"}');
-      else done();
-    });
-    ws.on('unexpected-response', (_req, res) => fail(new Error(`upgrade refused: HTTP ${res.statusCode}`)));
-    ws.on('error', (err) => fail(err));
-    ws.on('close', (code) => {
-      if (!settled) fail(new Error(`closed during handshake: ${code}`));
-      else if (conns.get(user) === conn) {
-        conns.delete(user);
-        if (code !== 1000 && code !== 1005 && code !== 1006) countError(`closed_${code}`);
-      }
-    });
   });
 }
 
