@@ -47,6 +47,10 @@ export interface AiRouterOptions {
   };
   /** Most message.stored events being recorded at once; beyond it the next poll rescans instead (bounded memory). */
   maxIntakeInFlight: number;
+  /** How long a group's members (and their users) are remembered; member.added/removed from any instance end it at once (0 = read every time). */
+  membersCacheMs: number;
+  /** Most groups whose members are remembered. */
+  membersCacheSize: number;
 }
 
 export const aiRouterOptionsSchema = Joi.object<AiRouterOptions>({
@@ -76,6 +80,8 @@ export const aiRouterOptionsSchema = Joi.object<AiRouterOptions>({
     batchSize: Joi.number().integer().min(1).max(10_000).default(500),
   }).default(),
   maxIntakeInFlight: Joi.number().integer().min(1).default(1000),
+  membersCacheMs: Joi.number().integer().min(0).max(600_000).default(5000),
+  membersCacheSize: Joi.number().integer().min(1).max(10_000_000).default(10_000),
 });
 
 export interface InteractionsQuery {

@@ -12,6 +12,7 @@ import { validate } from '../../lib/validate.js';
 import type { AiStatusFrame } from './ai-router.public.js';
 import { interactionsQuerySchema, type AiRouterOptions } from './ai-router.schema.js';
 import { CircuitBreaker, retryDelayMs } from './circuit-breaker.js';
+import { HistoryCache, MembersCache, groupMembers, type GroupMembers } from './group-cache.js';
 
 export interface AiRouterDeps {
   storage: Storage;
@@ -42,6 +43,14 @@ export interface AiTestResult {
 
 const json = (v: unknown): string | null => (v === undefined ? null : JSON.stringify(v));
 
+/** How far back (messages) the doctor-pause rule looks. */
+const PAUSE_LOOKBACK = 50;
+/** Messages kept per group in the history cache beyond what one attempt needs (newer ones arriving meanwhile). */
+const HISTORY_SLACK = 32;
+/** Bounds of the history cache (all groups together). */
+const HISTORY_MAX_MESSAGES = 100_000;
+const HISTORY_MAX_CHARS = 16_000_000;
+
 function publicRecord(r: AiInteractionRecord): PublicAiRecord {
   const { lease_owner: _o, lease_until: _u, ...rest } = r;
   return rest;
@@ -62,7 +71,11 @@ export class AiRouter {
   /** record_id -> abort controller of the attempt in flight. */
   private readonly inflight = new Map<string, AbortController>();
   private readonly tasks = new Set<Promise<unknown>>();
-  private unsubscribe: Unsubscribe | null = null;
+  private readonly unsubscribes: Unsubscribe[] = [];
+  private readonly members: MembersCache;
+  private readonly history: HistoryCache;
+  /** An attempt that starts later than this after its claim re-reads its record first (the lease may have run out). */
+  private readonly rereadAfterMs: number;
   private pollTimer: NodeJS.Timeout | null = null;
   private wakeTimer: NodeJS.Timeout | null = null;
   private wakeAt = 0;
@@ -81,6 +94,10 @@ export class AiRouter {
     readonly options: AiRouterOptions,
   ) {
     this.limit = pLimit(options.concurrency);
+    this.members = new MembersCache(deps.storage, () => deps.clock.now().getTime(), options.membersCacheMs, options.membersCacheSize);
+    const keep = Math.max(options.historySize, options.doctorPauseMs > 0 ? PAUSE_LOOKBACK + 1 : 0) + HISTORY_SLACK;
+    this.history = new HistoryCache(deps.storage, keep, HISTORY_MAX_MESSAGES, HISTORY_MAX_CHARS);
+    this.rereadAfterMs = (options.leaseMs - options.attemptTimeoutMs) / 2;
     this.breaker = new CircuitBreaker(options.breaker, () => deps.clock.now().getTime(), (state) => {
       deps.logger.warn({ breaker: state }, `AI circuit breaker ${state}`);
       if (state !== 'open') this.kick();
@@ -103,7 +120,13 @@ export class AiRouter {
       return;
     }
     this.running = true;
-    this.unsubscribe = this.deps.bus.subscribe('message.stored', (p, meta) => this.onStored(p.message, meta));
+    const { bus } = this.deps;
+    this.unsubscribes.push(
+      bus.subscribe('message.stored', (p, meta) => this.onStored(p.message, meta)),
+      // Membership changes from any instance end the cached member list of the group at once.
+      bus.subscribe('member.added', ({ member }) => this.members.invalidate(member.group_id)),
+      bus.subscribe('member.removed', ({ member }) => this.members.invalidate(member.group_id)),
+    );
     this.pollTimer = setInterval(() => this.onPoll(), this.options.pollIntervalMs);
     this.pollTimer.unref();
     const windowMs = this.options.recovery.windowMs;
@@ -123,8 +146,8 @@ export class AiRouter {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    this.unsubscribe?.();
-    this.unsubscribe = null;
+    for (const u of this.unsubscribes.splice(0)) u();
+    this.members.clear();
     if (this.pollTimer) clearInterval(this.pollTimer);
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     this.pollTimer = null;
@@ -137,8 +160,9 @@ export class AiRouter {
   // ---------------------------------------------------------------- intake
 
   private onStored(message: Message, meta: EventMeta): void {
-    if (meta.origin !== 'local' || this.stopping) return;
-    if (message.msg_type === 'AI_REPLY') return;
+    if (this.stopping) return;
+    this.history.add(message);
+    if (meta.origin !== 'local' || message.msg_type === 'AI_REPLY') return;
     if (this.intakeInFlight >= this.options.maxIntakeInFlight) {
       // Overloaded: leave it to the rescan of the next poll (the message is stored; nothing is lost).
       if (this.rescanSince === null || message.created_at < this.rescanSince) this.rescanSince = message.created_at;
@@ -158,8 +182,8 @@ export class AiRouter {
   }
 
   /** Decides and, when forwarded, creates the pending record. True when a record was created. */
-  private async intake(message: Message, live: boolean, members?: Member[]): Promise<boolean> {
-    const decision = await this.decide(message, members);
+  private async intake(message: Message, live: boolean): Promise<boolean> {
+    const decision = await this.decide(message);
     if (!decision.forward) {
       if (decision.reason === 'paused' && live) this.notify(message.group_id, message.message_id, 'paused');
       return false;
@@ -172,6 +196,7 @@ export class AiRouter {
       created_at: this.deps.clock.nowIso(),
     });
     if (created) {
+      this.history.track(message); // the attempt finds the message (and the group's history) here
       this.deps.logger.debug({ record_id: record.record_id, message_id: message.message_id }, 'AI record created');
       this.kick();
     }
@@ -179,28 +204,46 @@ export class AiRouter {
   }
 
   /** The routing rules of API.md §6 with this router's settings. */
-  async decide(message: Message, knownMembers?: Member[]): Promise<RoutingDecision> {
+  async decide(message: Message): Promise<RoutingDecision> {
     if (message.msg_type === 'AI_REPLY') return { forward: false, reason: 'ai-reply' };
-    const members = knownMembers ?? (await this.deps.storage.members.list(message.group_id));
-    const sender = members.find((m) => m.user_id === message.from_user_id);
+    const members = await this.groupMembers(message.group_id);
+    const sender = members.byId.get(message.from_user_id);
     if (!sender) return { forward: false, reason: 'not-member' };
     if (sender.user_role === 'AI_ASSISTANT') return { forward: false, reason: 'assistant-sender' };
     if (!(this.options.forwardRoles as string[]).includes(sender.user_role)) return { forward: false, reason: 'role' };
-    const assistant = members.find((m) => m.user_role === 'AI_ASSISTANT') ?? null;
+    const assistant = members.assistant;
     if (!assistant && this.options.requireAssistant) return { forward: false, reason: 'no-assistant' };
     if (this.options.doctorPauseMs > 0 && (await this.doctorSpokeRecently(message, members))) return { forward: false, reason: 'paused' };
     return { forward: true, assistant };
   }
 
-  /** A DOCTOR member wrote in the group within doctorPauseMs before this message. */
-  private async doctorSpokeRecently(message: Message, members: Member[]): Promise<boolean> {
-    const doctors = new Set(members.filter((m) => m.user_role === 'DOCTOR').map((m) => m.user_id));
-    if (doctors.size === 0) return false;
-    const cutoff = new Date(new Date(message.created_at).getTime() - this.options.doctorPauseMs).toISOString();
-    const page = await this.deps.storage.messages.list(message.group_id, { before_seq: message.seq, limit: 50 });
-    for (let i = page.messages.length - 1; i >= 0; i--) {
-      const m = page.messages[i]!;
-      if (m.created_at < cutoff) break;
+  /** The group's members: cached while the router hears the membership events, else read. */
+  private async groupMembers(groupId: string): Promise<GroupMembers> {
+    if (this.unsubscribes.length > 0) return this.members.get(groupId);
+    return groupMembers(await this.deps.storage.members.list(groupId));
+  }
+
+  /** A DOCTOR member wrote in the group within doctorPauseMs before this message (looking back at most PAUSE_LOOKBACK messages). */
+  private async doctorSpokeRecently(message: Message, members: GroupMembers): Promise<boolean> {
+    let doctors: Set<string> | null = null;
+    for (const m of members.list) if (m.user_role === 'DOCTOR') (doctors ??= new Set()).add(m.user_id);
+    if (doctors === null) return false;
+    const cutoff = new Date(Date.parse(message.created_at) - this.options.doctorPauseMs).toISOString();
+    // From the history cache while it holds every message looked at; else from storage.
+    const floor = Math.max(1, message.seq - PAUSE_LOOKBACK);
+    for (let seq = message.seq - 1; seq >= floor; seq--) {
+      const m = this.history.at(message.group_id, seq);
+      if (!m) {
+        const page = await this.deps.storage.messages.list(message.group_id, { before_seq: message.seq, limit: PAUSE_LOOKBACK });
+        this.history.remember(message.group_id, page.messages);
+        for (let i = page.messages.length - 1; i >= 0; i--) {
+          const p = page.messages[i]!;
+          if (p.created_at < cutoff) return false;
+          if (doctors.has(p.from_user_id)) return true;
+        }
+        return false;
+      }
+      if (m.created_at < cutoff) return false;
       if (doctors.has(m.from_user_id)) return true;
     }
     return false;
@@ -212,7 +255,6 @@ export class AiRouter {
    */
   async recover(since: string): Promise<number> {
     const { batchSize, maxMessages } = this.options.recovery;
-    const membersCache = new Map<string, Member[]>();
     let examined = 0;
     let createdCount = 0;
     let cursor = since;
@@ -225,12 +267,7 @@ export class AiRouter {
       for (const m of fresh) {
         examined++;
         if (m.msg_type === 'AI_REPLY') continue;
-        let members = membersCache.get(m.group_id);
-        if (!members) {
-          members = await this.deps.storage.members.list(m.group_id);
-          membersCache.set(m.group_id, members);
-        }
-        if (await this.intake(m, false, members)) createdCount++;
+        if (await this.intake(m, false)) createdCount++;
       }
       const last = fresh[fresh.length - 1]!;
       if (last.created_at !== cursor) {
@@ -298,7 +335,7 @@ export class AiRouter {
       for (const r of fresh) {
         if (started < free && !this.stopping && this.breaker.tryAcquire()) {
           started++;
-          this.dispatch(r);
+          this.dispatch(r, now);
         } else {
           await this.releaseLease(r.record_id);
         }
@@ -307,11 +344,11 @@ export class AiRouter {
     } while (this.pumpAgain && !this.stopping);
   }
 
-  private dispatch(record: AiInteractionRecord): void {
+  private dispatch(record: AiInteractionRecord, claimedAt: number): void {
     const ctrl = new AbortController();
     this.inflight.set(record.record_id, ctrl);
     this.track(
-      this.limit(() => this.attempt(record, ctrl.signal))
+      this.limit(() => this.attempt(record, claimedAt, ctrl.signal))
         .catch((err: unknown) => {
           this.breaker.release();
           this.deps.logger.error({ err, record_id: record.record_id }, 'AI attempt crashed: the record stays pending');
@@ -324,20 +361,25 @@ export class AiRouter {
   }
 
   /** One attempt on a claimed record, and its outcome written to the record. */
-  private async attempt(claimed: AiInteractionRecord, stopSignal: AbortSignal): Promise<void> {
+  private async attempt(claimed: AiInteractionRecord, claimedAt: number, stopSignal: AbortSignal): Promise<void> {
     const { storage, clock, provider } = this.deps;
     if (!provider || stopSignal.aborted) {
       this.breaker.release();
       await this.releaseLease(claimed.record_id);
       return;
     }
-    // Re-read: the record must still be pending and ours (a lease can expire while waiting for a slot).
-    const record = await storage.aiRecords.get(claimed.record_id);
-    if (!record || record.status !== AI_STATUS.PENDING || record.lease_owner !== this.deps.instanceId) {
-      this.breaker.release();
-      return;
+    // The claim returned the record as it is: while its lease is still far from running out nobody else
+    // can have touched it. After a long wait for a slot, re-read: it must still be pending and ours.
+    let record = claimed;
+    if (clock.now().getTime() - claimedAt > this.rereadAfterMs) {
+      const current = await storage.aiRecords.get(claimed.record_id);
+      if (!current || current.status !== AI_STATUS.PENDING || current.lease_owner !== claimed.lease_owner) {
+        this.breaker.release();
+        return;
+      }
+      record = current;
     }
-    const message = await storage.messages.get(record.user_message_id);
+    const message = this.history.find(record.group_id, record.user_message_id) ?? (await storage.messages.get(record.user_message_id));
     if (!message) {
       this.breaker.release();
       await this.finishFailed(record, record.attempts, 'the user message no longer exists', {}, null);
@@ -467,17 +509,12 @@ export class AiRouter {
 
   /** The provider input: sender and assistant, the last N messages, and the users in them (user_role = role in the group). */
   private async context(message: Message, recordId: string): Promise<{ input: AiCallInput; assistantMember: Member | null }> {
-    const { storage } = this.deps;
-    const [members, page] = await Promise.all([
-      storage.members.list(message.group_id),
-      storage.messages.list(message.group_id, { before_seq: message.seq + 1, limit: this.options.historySize }),
-    ]);
-    const history = page.messages.some((m) => m.message_id === message.message_id) ? page.messages : [...page.messages, message];
-    const assistantMember = members.find((m) => m.user_role === 'AI_ASSISTANT') ?? null;
-    const roleInGroup = new Map(members.map((m) => [m.user_id, m.user_role]));
-    const ids = [...new Set([message.from_user_id, ...(assistantMember ? [assistantMember.user_id] : []), ...history.map((m) => m.from_user_id)])];
-    const users = new Map<string, User>();
-    for (const u of await storage.users.getMany(ids)) users.set(u.user_id, { ...u, user_role: roleInGroup.get(u.user_id) ?? u.user_role });
+    const [members, history] = await Promise.all([this.groupMembers(message.group_id), this.history.upTo(message, this.options.historySize)]);
+    const assistantMember = members.assistant;
+    const ids = [message.from_user_id];
+    if (assistantMember && assistantMember.user_id !== message.from_user_id) ids.push(assistantMember.user_id);
+    for (const m of history) if (!ids.includes(m.from_user_id)) ids.push(m.from_user_id);
+    const users = await this.members.users(message.group_id, members, ids);
     const now = this.deps.clock.nowIso();
     const placeholder = (id: string, role: User['user_role']): User => ({ user_id: id, username: id, user_role: role, created_at: now, updated_at: now });
     const sender = users.get(message.from_user_id) ?? placeholder(message.from_user_id, 'PATIENT');

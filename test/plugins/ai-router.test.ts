@@ -703,3 +703,185 @@ t.test('metrics: AI calls by outcome and latency', { skip: PLUGINS.metrics ? fal
   t.match(text, /im_ai_calls_total\{outcome="succeeded"\} 1/);
   t.match(text, /im_ai_call_duration_seconds_count\{outcome="succeeded"\} 1/);
 });
+
+/** A Storage whose repository calls are counted by `repo.method` (each is one round trip on a SQL store). */
+function countingStorage(inner: Storage): { storage: Storage; counts: Map<string, number>; reset(): void } {
+  const counts = new Map<string, number>();
+  const wrap = <T extends object>(repo: T, name: string): T =>
+    new Proxy(repo, {
+      get(target, prop, receiver) {
+        const v: unknown = Reflect.get(target, prop, receiver);
+        if (typeof v !== 'function') return v;
+        const key = `${name}.${String(prop)}`;
+        return (...args: unknown[]) => {
+          counts.set(key, (counts.get(key) ?? 0) + 1);
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+  const storage: Storage = {
+    users: wrap(inner.users, 'users'),
+    groups: wrap(inner.groups, 'groups'),
+    members: wrap(inner.members, 'members'),
+    messages: wrap(inner.messages, 'messages'),
+    aiRecords: wrap(inner.aiRecords, 'aiRecords'),
+    transaction: (work) => {
+      counts.set('transaction', (counts.get('transaction') ?? 0) + 1);
+      return inner.transaction(work);
+    },
+    ping: () => inner.ping(),
+  };
+  return { storage, counts, reset: () => counts.clear() };
+}
+
+t.test('storage calls per forwarded message in steady state', async (t) => {
+  const counted = countingStorage(new MemoryStorage());
+  const fake = await startFakeAi(t, (req) => ({ delayMs: 5, body: { reply: `re: ${req.json.message.msg_content}` } }));
+  const { c } = await boot(t, fake, { storageUnit: sharedStorageUnit(counted.storage), router: { membersCacheMs: 60_000 } });
+  const groups = ['s1', 's2', 's3', 's4'];
+  for (const g of groups) await seedGroup(c, g, [`${g}p`, `doc-${g}`, `ai-${g}`]);
+  // Warm-up: one forwarded message per group (first reads of members, users and history).
+  for (const m of await Promise.all(groups.map((g) => send(c, `${g}p`, g, 'warm-up')))) await finalRecord(c, m.message_id);
+  counted.reset();
+  const msgs: Message[] = [];
+  for (let i = 0; i < 5; i++) msgs.push(...(await Promise.all(groups.map((g) => send(c, `${g}p`, g, `m${i}`)))));
+  for (const m of msgs) await finalRecord(c, m.message_id);
+  // The patients' sends and the AI replies (chatService.send) are the core's; the rest is the router's.
+  const core = new Set(['members.get', 'messages.append', 'groups.get']);
+  const aiRecordsList = counted.counts.get('aiRecords.list') ?? 0; // the test's own polling (finalRecord)
+  const router = [...counted.counts].filter(([k]) => !core.has(k) && k !== 'aiRecords.list');
+  const total = router.reduce((s, [, n]) => s + n, 0);
+  t.comment(`router storage calls for ${msgs.length} forwarded messages: ${JSON.stringify(Object.fromEntries(router))} (test polling: ${aiRecordsList})`);
+  t.comment(`per forwarded message: ${(total / msgs.length).toFixed(2)}`);
+  const snapshot = new Map(counted.counts);
+  const n = (k: string): number => snapshot.get(k) ?? 0;
+  t.equal((await Promise.all(groups.map((g) => aiReplies(c, g)))).flat().length, 24, 'one reply per message');
+  t.equal(n('aiRecords.createIfAbsent'), msgs.length, 'one record insert per message');
+  t.equal(n('aiRecords.update'), msgs.length, 'one record update per message');
+  t.ok(n('aiRecords.claimDue') <= msgs.length + 5, `claims (${n('aiRecords.claimDue')}) at most about one per message`);
+  t.same(
+    { get: n('aiRecords.get'), messageGet: n('messages.get'), history: n('messages.list'), members: n('members.list'), users: n('users.getMany') },
+    { get: 0, messageGet: 0, history: 0, members: 0, users: 0 },
+    'no re-read of the record or the message; members, users and history from the caches',
+  );
+});
+
+t.test('members cache: a member added or removed, on any instance, is seen by the next decision', async (t) => {
+  const fake = await startFakeAi(t);
+  // A long TTL: only the events can end a cached member list here.
+  const { c } = await boot(t, fake, { router: { membersCacheMs: 600_000 } });
+  await seedGroup(c, 'g1', ['p1', 'p2', 'ai1']);
+  const m = await send(c, 'p1', 'g1', 'hello');
+  const m2 = await send(c, 'p2', 'g1', 'me too');
+  t.match(await c.aiRouter.decide(m), { forward: true });
+  await c.groupService.removeMember(admin, 'g1', 'ai1');
+  t.same(await c.aiRouter.decide(m), { forward: false, reason: 'no-assistant' }, 'a removed assistant: seen at once');
+  await c.groupService.addMember(admin, 'g1', { user_id: 'ai1' });
+  t.match(await c.aiRouter.decide(m), { forward: true, assistant: { user_id: 'ai1' } }, 'an added assistant: seen at once');
+  await c.groupService.removeMember(admin, 'g1', 'p1');
+  t.same(await c.aiRouter.decide(m), { forward: false, reason: 'not-member' }, 'a removed sender: seen at once');
+
+  // A change made by another instance: storage changed there, the event arrives through the cluster bus.
+  t.match(await c.aiRouter.decide(m2), { forward: true });
+  const ai1 = (await c.storage.members.get('g1', 'ai1'))!;
+  await c.storage.members.remove('g1', 'ai1');
+  c.bus.publish('member.removed', { member: ai1 }, { origin: 'remote', instance_id: 'other' });
+  await new Promise((r) => setImmediate(r)); // the event is handled
+  t.same(await c.aiRouter.decide(m2), { forward: false, reason: 'no-assistant' }, 'a remote removal: seen at once');
+  await c.storage.members.add(ai1);
+  c.bus.publish('member.added', { member: ai1 }, { origin: 'remote', instance_id: 'other' });
+  await new Promise((r) => setImmediate(r));
+  t.match(await c.aiRouter.decide(m2), { forward: true }, 'a remote addition: seen at once');
+
+  // Without an event (one lost on the way), the TTL ends the cached list.
+  const { c: c2 } = await boot(t, fake, { router: { membersCacheMs: 100 } });
+  await seedGroup(c2, 'g2', ['p3', 'ai3']);
+  const m3 = await send(c2, 'p3', 'g2', 'hi');
+  t.match(await c2.aiRouter.decide(m3), { forward: true });
+  await c2.storage.members.remove('g2', 'ai3');
+  await waitFor(async () => (await c2.aiRouter.decide(m3)).forward === false, 'the change seen after the TTL');
+  t.same(await c2.aiRouter.decide(m3), { forward: false, reason: 'no-assistant' });
+
+  // membersCacheMs 0: storage every time.
+  const { c: c3 } = await boot(t, fake, { router: { membersCacheMs: 0 } });
+  await seedGroup(c3, 'g3', ['p4', 'ai4']);
+  const m4 = await send(c3, 'p4', 'g3', 'hi');
+  t.match(await c3.aiRouter.decide(m4), { forward: true });
+  await c3.storage.members.remove('g3', 'ai4');
+  t.same(await c3.aiRouter.decide(m4), { forward: false, reason: 'no-assistant' }, 'no cache: seen at once');
+});
+
+t.test("history: always the group's last N messages as storage has them (cached, partly cached or not)", async (t) => {
+  const fake = await startFakeAi(t, (req) => ({ body: { reply: `re ${req.json.message.msg_content}` } }));
+  const { c } = await boot(t, fake, { router: { historySize: 4 } });
+  await seedGroup(c, 'g1', ['p1', 'doc1', 'ai1']);
+  const raw = (from: string, text: string) => ({
+    message_id: `raw-${text}`,
+    group_id: 'g1',
+    from_user_id: from,
+    msg_type: 'TEXT' as const,
+    msg_content: text,
+    client_msg_id: null,
+    created_at: new Date().toISOString(),
+  });
+  await send(c, 'doc1', 'g1', 'd0'); // before the router tracks the group: read from storage
+  const m1 = await send(c, 'p1', 'g1', 'p-1');
+  await finalRecord(c, m1.message_id);
+  await send(c, 'doc1', 'g1', 'd1'); // through the bus into the cache
+  // Stored by another instance, its event arriving through the cluster bus (forwarded there, not here).
+  const { message: remote } = await c.storage.messages.append(raw('p1', 'remote'));
+  c.bus.publish('message.stored', { message: remote, transport: 'ws' }, { origin: 'remote', instance_id: 'other' });
+  const m2 = await send(c, 'p1', 'g1', 'p-2'); // history all from the cache
+  await finalRecord(c, m2.message_id);
+  await c.storage.messages.append(raw('doc1', 'lost')); // its event never arrives: only storage has it
+  const m3 = await send(c, 'p1', 'g1', 'p-3'); // a gap in the cache: read from storage
+  await finalRecord(c, m3.message_id);
+  const m4 = await send(c, 'p1', 'g1', 'p-4');
+  await finalRecord(c, m4.message_id);
+  t.equal(fake.requests.length, 4, 'the remote message is not forwarded by this instance');
+  for (const req of fake.requests) {
+    const seq = req.json.message.seq as number;
+    const page = await c.storage.messages.list('g1', { before_seq: seq + 1, limit: 4 });
+    t.same(req.json.history, page.messages, `history of ${req.json.message.msg_content} (seq ${seq})`);
+  }
+  t.same(
+    fake.requests[3]!.json.history.map((m: Message) => m.msg_content),
+    ['re p-2', 'lost', 'p-3', 're p-3', 'p-4'].slice(-4),
+    'the lost message and the AI replies are in the history',
+  );
+});
+
+t.test('doctor pause decided from the cached history', async (t) => {
+  const fake = await startFakeAi(t);
+  const { c, frames } = await boot(t, fake, { router: { doctorPauseMs: 3_600_000 } });
+  await seedGroup(c, 'g1', ['p1', 'doc1', 'ai1']);
+  const first = await send(c, 'p1', 'g1', 'before the doctor');
+  await finalRecord(c, first.message_id); // forwarded: the group's messages are cached from now on
+  await send(c, 'doc1', 'g1', 'doctor here');
+  const held = await send(c, 'p1', 'g1', 'after the doctor');
+  await waitFor(() => frames.some((f) => f.status === 'paused' && f.user_message_id === held.message_id), 'paused frame');
+  t.same(await c.aiRouter.decide(held), { forward: false, reason: 'paused' });
+  t.equal(fake.requests.length, 1, 'only the message before the doctor spoke');
+});
+
+t.test('an attempt that waited long for a slot re-reads its record first', async (t) => {
+  // The admin test call holds the only slot for 400 ms; re-read after (leaseMs - attemptTimeoutMs) / 2 = 50 ms.
+  const fake = await startFakeAi(t, (req) =>
+    String(req.json.record_id).startsWith('test-') ? { delayMs: 400, body: { reply: null } } : { body: { reply: 'too late' } },
+  );
+  const { c } = await boot(t, fake, { router: { concurrency: 1, attemptTimeoutMs: 900, leaseMs: 1000 } });
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  const test = c.aiRouter.testCall(admin);
+  await fake.waitForRequests(1);
+  const m = await send(c, 'p1', 'g1', 'waiting for a slot');
+  const rec = await waitFor(async () => {
+    const r = await recordOf(c, m.message_id);
+    return r?.lease_owner ? r : undefined;
+  }, 'record claimed');
+  // Meanwhile the record was finished elsewhere (as by another instance after the lease ran out).
+  await c.storage.aiRecords.update(rec.record_id, { status: 1, lease_owner: null, lease_until: null, updated_at: new Date().toISOString() });
+  t.equal((await test).ok, true);
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(fake.requests.length, 1, 'only the test call: the record was re-read and left alone');
+  t.same(await aiReplies(c, 'g1'), []);
+});
