@@ -4,13 +4,17 @@
  *
  * A `message` or `ack` frame from the service or the bare-ws peer is
  * `{"type":"message","data":{...,"msg_content":"b<step>.<i>.<us>",...}}` or
- * `{"type":"ack","client_msg_id":...,"data":{...}}`. readFastFrame() checks the
- * type prefix, finds the first `"msg_content":"` (inside a JSON string every
- * `"` is escaped, so the first match is always the message's key) and reads
+ * `{"type":"ack","client_msg_id":...,"data":{...}}`. readFastFrame() checks
+ * the frame up to `"data":{`, finds the first `"msg_content":"` after it
+ * (inside a JSON string every `"` is escaped, and a message's other values are
+ * strings and numbers, so the first match is the message's own key) and reads
  * the three numbers straight from the bytes. Anything it does not recognise
  * exactly (another frame type, another key order, an escape or any other
  * byte inside the numbers, more than 15 digits) returns false, and the caller
  * falls back to JSON.parse: the fast path never decides differently from it.
+ *
+ * The Socket.IO peer's events carry the same objects behind a
+ * `42["message",` / `42["ack",` prefix (readFastSocketIoEvent).
  */
 
 /** What a delivery's `msg_content` says, filled in place (no allocation per frame). */
@@ -28,11 +32,18 @@ export interface FastFrame extends BenchContent {
 }
 
 const bytes = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
-const MESSAGE_PREFIX = bytes('{"type":"message",');
-const ACK_PREFIX = bytes('{"type":"ack",');
+const MESSAGE_PREFIX = bytes('{"type":"message","data":{');
+const ACK_PREFIX = bytes('{"type":"ack","client_msg_id":');
+const SIO_MESSAGE_PREFIX = bytes('42["message",{"type":"message","data":{');
+const SIO_ACK_PREFIX = bytes('42["ack",{"type":"ack","client_msg_id":');
+/** What follows the ack's client_msg_id value. */
+const ACK_DATA = bytes(',"data":{');
+const NULL = bytes('null');
 const CONTENT_KEY = bytes('"msg_content":"');
 
 const QUOTE = 0x22;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
 const DOT = 0x2e;
 const BACKSLASH = 0x5c;
 const CHAR_B = 0x62;
@@ -95,16 +106,53 @@ function readDigits(b: Uint8Array, p: number, end: number): number {
  * decodes and JSON.parses it).
  */
 export function readFastFrame(b: Uint8Array, start: number, end: number, out: FastFrame): boolean {
-  let from: number;
-  if (startsWith(b, start, end, MESSAGE_PREFIX)) {
+  return readEvent(b, start, end, out, MESSAGE_PREFIX, ACK_PREFIX);
+}
+
+/**
+ * The same for a Socket.IO packet (Engine.IO message + Socket.IO event, as the
+ * Socket.IO peer emits them): `42["message",{"type":"message","data":{...}}]`
+ * or `42["ack",{"type":"ack","client_msg_id":...,"data":{...}}]`.
+ */
+export function readFastSocketIoEvent(b: Uint8Array, start: number, end: number, out: FastFrame): boolean {
+  return readEvent(b, start, end, out, SIO_MESSAGE_PREFIX, SIO_ACK_PREFIX);
+}
+
+/** A message (`messagePrefix` up to `"data":{`) or an ack (`ackPrefix`, the client_msg_id value, `,"data":{`). */
+function readEvent(b: Uint8Array, start: number, end: number, out: FastFrame, messagePrefix: Uint8Array, ackPrefix: Uint8Array): boolean {
+  if (startsWith(b, start, end, messagePrefix)) {
     out.ack = false;
-    from = start + MESSAGE_PREFIX.length;
-  } else if (startsWith(b, start, end, ACK_PREFIX)) {
-    out.ack = true;
-    from = start + ACK_PREFIX.length;
-  } else return false;
+    return readContentBytes(b, start + messagePrefix.length, end, out);
+  }
+  if (!startsWith(b, start, end, ackPrefix)) return false;
+  const v = skipStringOrNull(b, start + ackPrefix.length, end);
+  if (v < 0 || !startsWith(b, v, end, ACK_DATA)) return false;
+  out.ack = true;
+  return readContentBytes(b, v + ACK_DATA.length, end, out);
+}
+
+/** Skips a JSON string or `null` at b[p]; returns the index after it, or -1. */
+function skipStringOrNull(b: Uint8Array, p: number, end: number): number {
+  if (startsWith(b, p, end, NULL)) return p + NULL.length;
+  if (p >= end || b[p] !== QUOTE) return -1;
+  for (let i = p + 1; i < end; i++) {
+    const c = b[i];
+    if (c === BACKSLASH) i++;
+    else if (c === QUOTE) return i + 1;
+  }
+  return -1;
+}
+
+/**
+ * The first `msg_content` from b[from] (just inside the `data` object, whose
+ * values are strings and numbers) into `out`; false when not read exactly
+ * (the key is not data's own, or the value is not a plain `b…`/`r…`).
+ */
+function readContentBytes(b: Uint8Array, from: number, end: number, out: BenchContent): boolean {
   const key = findContentKey(b, from, end);
   if (key < 0) return false;
+  // still inside `data`: no brace before the key (one in a string value only sends the frame to JSON.parse)
+  for (let i = from; i < key; i++) if (b[i] === OPEN_BRACE || b[i] === CLOSE_BRACE) return false;
   const p = key + CONTENT_KEY.length;
   const c = p < end ? b[p]! : -1;
   if (c === CHAR_R) {

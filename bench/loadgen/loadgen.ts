@@ -4,17 +4,17 @@
  * monotonic clock (bench/lib/hist.ts nowUs), so send -> receipt latency needs
  * no cross-process clock sync. Sends are open-loop: the schedule never waits
  * for answers, and latency is measured from the *intended* send time.
- * Receiving is the hot path (every delivery): WS sockets use a lean client
- * that reads all sockets into one buffer (ws-client.ts), and `message`/`ack`
- * frames are read from the bytes without a JSON.parse (frames.ts).
+ * Receiving is the hot path (every delivery): every socket (WS, and Socket.IO
+ * over its websocket transport) uses a lean client that reads all sockets
+ * into one buffer (ws-client.ts), and `message`/`ack` frames are read from
+ * the bytes without a JSON.parse (frames.ts).
  */
 import http from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
-import { io, type Socket } from 'socket.io-client';
 import { Histogram, nowUs } from '../lib/hist.js';
-import { readContent, readFastFrame, type BenchContent, type FastFrame } from './frames.js';
+import { readContent, readFastFrame, readFastSocketIoEvent, type BenchContent, type FastFrame } from './frames.js';
 import { WsClient } from './ws-client.js';
 import type {
   ConnectCmd,
@@ -114,7 +114,7 @@ function onContent(c: BenchContent, isAck: boolean): void {
   }
 }
 
-/** A content string (Socket.IO events, WS frames that took the JSON.parse path). */
+/** A content string (WS frames and Socket.IO events that took the JSON.parse path). */
 function onContentString(content: string, isAck: boolean): void {
   readContent(content, frame);
   onContent(frame, isAck);
@@ -208,34 +208,82 @@ function openWs(cmd: ConnectCmd, user: string, token: string | undefined): Promi
   });
 }
 
+/** The Socket.IO packets the load generator reads past the fast path: `42` + JSON `[event, arg]`. */
+type SocketIoEvent = [string, { code?: unknown; data?: { msg_content?: unknown } | null } | undefined];
+
+/**
+ * One Socket.IO connection (websocket transport) through the same lean
+ * client, writing and reading the packets socket.io-client would (Engine.IO 4,
+ * Socket.IO 5): `0{…}` open -> `40{auth}` -> `40{sid}`, then events
+ * `42["name",arg]` and heartbeats (`2` -> `3`). Ready once the peer's `ready`
+ * event arrived. `message`/`ack` events are read from the bytes (frames.ts).
+ */
 function openSocketIo(cmd: ConnectCmd, user: string): Promise<Conn> {
+  const base = new URL(cmd.baseUrl);
   return new Promise((resolve, reject) => {
-    const socket: Socket = io(cmd.baseUrl, {
-      transports: ['websocket'],
-      auth: { user_id: user },
-      forceNew: true,
-      reconnection: false,
-      timeout: 30_000,
-    });
     let settled = false;
-    socket.on('ready', () => {
-      if (settled) return;
-      settled = true;
-      resolve({
-        user_id: user,
-        send: (group_id, msg_content, client_msg_id) => socket.emit('send', { group_id, msg_content, client_msg_id }),
-        close: () => socket.disconnect(),
-      });
+    const ws: WsClient = new WsClient({
+      host: base.hostname,
+      port: Number(base.port),
+      path: '/socket.io/?EIO=4&transport=websocket',
+      onOpen: () => undefined, // the server speaks first (Engine.IO open packet)
+      onText: (b, start, end) => {
+        if (readFastSocketIoEvent(b, start, end, frame)) return onContent(frame, frame.ack);
+        lastFrameAt = nowUs();
+        const p = b.toString('utf8', start, end);
+        if (p === '2') ws.send('3'); // Engine.IO ping -> pong
+        else if (p.startsWith('0')) ws.send(`40${JSON.stringify({ user_id: user })}`); // open -> connect with auth
+        else if (p.startsWith('44')) fail(new Error(`connect_error: ${p.slice(2, 300)}`));
+        else if (p === '1' || p.startsWith('41')) ws.terminate(); // closed / disconnected by the server
+        else if (p.startsWith('42')) onSocketIoEvent(p, () => done());
+      },
+      onError: (err) => fail(err),
+      onClose: (code) => {
+        if (!settled) fail(new Error(`closed during handshake: ${code}`));
+        else if (conns.get(user) === conn) conns.delete(user);
+      },
     });
-    socket.on('message', (m: { data?: { msg_content?: string } }) => onContentString(m.data?.msg_content ?? '', false));
-    socket.on('ack', (m: { data?: { msg_content?: string } }) => onContentString(m.data?.msg_content ?? '', true));
-    socket.on('connect_error', (err) => {
+    const conn: Conn = {
+      user_id: user,
+      send: (g, content, cid) => ws.send(`42["send",{"group_id":"${g}","msg_content":"${content}","client_msg_id":"${cid}"}]`),
+      close: () => {
+        ws.send('41'); // disconnect, as socket.disconnect() does
+        ws.terminate();
+      },
+    };
+    const timer = setTimeout(() => fail(new Error('handshake: no ready event within 30 s')), 30_000);
+    const fail = (err: Error): void => {
       if (settled) return;
       settled = true;
-      socket.disconnect();
+      clearTimeout(timer);
+      ws.terminate();
       reject(err);
-    });
+    };
+    const done = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(conn);
+    };
   });
+}
+
+/** A Socket.IO event that took the JSON.parse path: `ready`, the peer's `error_frame`, or a message/ack in another shape. */
+function onSocketIoEvent(packet: string, onReady: () => void): void {
+  let ev: SocketIoEvent;
+  try {
+    ev = JSON.parse(packet.slice(2)) as SocketIoEvent;
+  } catch {
+    countError('unparseable_frame', packet);
+    return;
+  }
+  if (!Array.isArray(ev)) return;
+  const [name, arg] = ev;
+  const content = arg?.data?.msg_content;
+  if (name === 'ready') onReady();
+  else if (name === 'message' && typeof content === 'string') onContentString(content, false);
+  else if (name === 'ack' && typeof content === 'string') onContentString(content, true);
+  else if (name === 'error_frame') countError(String(arg?.code ?? 'error'), packet);
 }
 
 async function connect(cmd: ConnectCmd): Promise<ConnectResult> {
