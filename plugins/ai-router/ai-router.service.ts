@@ -5,7 +5,7 @@ import type { Clock, IdGenerator } from '../../kernel/clock.js';
 import { AI_STATUS, type AiInteractionRecord, type Member, type Message, type User } from '../../kernel/domain.js';
 import { AppError, ForbiddenError, NotFoundError } from '../../kernel/errors.js';
 import type { Logger } from '../../kernel/logger.js';
-import { AiCallError, type AiCallInput, type AiProvider } from '../../kernel/ports/ai-provider.port.js';
+import { AiCallError, type AiCallInput, type AiCallResult, type AiProvider } from '../../kernel/ports/ai-provider.port.js';
 import type { ChatService, Principal } from '../../kernel/ports/services.port.js';
 import type { AiRecordPatch, Storage } from '../../kernel/ports/storage.port.js';
 import { validate } from '../../lib/validate.js';
@@ -74,6 +74,13 @@ export class AiRouter {
   private readonly unsubscribes: Unsubscribe[] = [];
   private readonly members: MembersCache;
   private readonly history: HistoryCache;
+  /** Lease owners are `<instanceId>#<nonce>.<claim number>`: a claim never returns the records of an earlier one. */
+  private readonly leasePrefix: string;
+  private claims = 0;
+  /** Records whose attempt ended while a claim was running (their claimed copy may be stale). */
+  private finishedDuringClaim: Set<string> | null = null;
+  /** Records in flight that a later claim took again: their lease is released when the attempt is done. */
+  private readonly releaseWhenDone = new Set<string>();
   /** An attempt that starts later than this after its claim re-reads its record first (the lease may have run out). */
   private readonly rereadAfterMs: number;
   private pollTimer: NodeJS.Timeout | null = null;
@@ -97,6 +104,7 @@ export class AiRouter {
     this.members = new MembersCache(deps.storage, () => deps.clock.now().getTime(), options.membersCacheMs, options.membersCacheSize);
     const keep = Math.max(options.historySize, options.doctorPauseMs > 0 ? PAUSE_LOOKBACK + 1 : 0) + HISTORY_SLACK;
     this.history = new HistoryCache(deps.storage, keep, HISTORY_MAX_MESSAGES, HISTORY_MAX_CHARS);
+    this.leasePrefix = `${deps.instanceId}#${Math.random().toString(36).slice(2, 8)}.`;
     this.rereadAfterMs = (options.leaseMs - options.attemptTimeoutMs) / 2;
     this.breaker = new CircuitBreaker(options.breaker, () => deps.clock.now().getTime(), (state) => {
       deps.logger.warn({ breaker: state }, `AI circuit breaker ${state}`);
@@ -321,49 +329,66 @@ export class AiRouter {
       const free = halfOpen ? (this.inflight.size === 0 ? 1 : 0) : this.options.concurrency - this.inflight.size;
       if (free <= 0) return;
       const now = this.deps.clock.now().getTime();
-      // claimDue also returns records this instance already holds: those in flight when the claim
-      // started are skipped even if they finished meanwhile (else a finished record would run twice).
-      const busy = new Set(this.inflight.keys());
-      const claimed = await this.deps.storage.aiRecords.claimDue({
-        owner: this.deps.instanceId,
-        now: new Date(now).toISOString(),
-        lease_until: new Date(now + this.options.leaseMs).toISOString(),
-        limit: free + this.inflight.size,
-      });
-      const fresh = claimed.filter((r) => !busy.has(r.record_id) && !this.inflight.has(r.record_id));
+      // A new lease owner per claim: records this instance is working (leased by earlier claims) are
+      // not returned, so a claim costs the new records only.
+      const finished = new Set<string>();
+      this.finishedDuringClaim = finished;
+      let claimed: AiInteractionRecord[];
+      try {
+        claimed = await this.deps.storage.aiRecords.claimDue({
+          owner: `${this.leasePrefix}${(++this.claims).toString(36)}`,
+          now: new Date(now).toISOString(),
+          lease_until: new Date(now + this.options.leaseMs).toISOString(),
+          limit: free,
+        });
+      } finally {
+        this.finishedDuringClaim = null;
+      }
       let started = 0;
-      for (const r of fresh) {
-        if (started < free && !this.stopping && this.breaker.tryAcquire()) {
+      for (const r of claimed) {
+        // Worked here while the claim ran (its lease ran out, or a retry is due at once): never started
+        // from this claim, whose copy may predate the attempt's outcome; the lease it took is given back.
+        if (this.inflight.has(r.record_id)) {
+          this.releaseWhenDone.add(r.record_id);
+        } else if (!finished.has(r.record_id) && started < free && !this.stopping && this.breaker.tryAcquire()) {
           started++;
           this.dispatch(r, now);
         } else {
           await this.releaseLease(r.record_id);
         }
       }
-      if (started === free && fresh.length >= free) this.pumpAgain = true;
+      if (started === free && claimed.length >= free) this.pumpAgain = true;
     } while (this.pumpAgain && !this.stopping);
   }
 
   private dispatch(record: AiInteractionRecord, claimedAt: number): void {
+    const id = record.record_id;
     const ctrl = new AbortController();
-    this.inflight.set(record.record_id, ctrl);
+    this.inflight.set(id, ctrl);
     this.track(
-      this.limit(() => this.attempt(record, claimedAt, ctrl.signal))
+      this.limit(() => this.attempt(record, claimedAt, ctrl))
         .catch((err: unknown) => {
           this.breaker.release();
-          this.deps.logger.error({ err, record_id: record.record_id }, 'AI attempt crashed: the record stays pending');
+          this.deps.logger.error({ err, record_id: id }, 'AI attempt crashed: the record stays pending (retried when its lease expires)');
         })
         .finally(() => {
-          this.inflight.delete(record.record_id);
-          this.kick();
+          this.inflight.delete(id);
+          this.finishedDuringClaim?.add(id);
+          if (this.releaseWhenDone.delete(id)) {
+            this.track(
+              this.releaseLease(id)
+                .catch((err: unknown) => this.deps.logger.error({ err, record_id: id }, 'AI lease release failed (retried when it expires)'))
+                .finally(() => this.kick()),
+            );
+          } else this.kick();
         }),
     );
   }
 
   /** One attempt on a claimed record, and its outcome written to the record. */
-  private async attempt(claimed: AiInteractionRecord, claimedAt: number, stopSignal: AbortSignal): Promise<void> {
+  private async attempt(claimed: AiInteractionRecord, claimedAt: number, ctrl: AbortController): Promise<void> {
     const { storage, clock, provider } = this.deps;
-    if (!provider || stopSignal.aborted) {
+    if (!provider || ctrl.signal.aborted) {
       this.breaker.release();
       await this.releaseLease(claimed.record_id);
       return;
@@ -393,13 +418,22 @@ export class AiRouter {
     }
     const attempts = record.attempts + 1;
     this.notify(message.group_id, message.message_id, 'thinking', record.record_id);
-    const timeout = AbortSignal.timeout(this.options.attemptTimeoutMs);
-    const signal = AbortSignal.any([stopSignal, timeout]);
+    // One controller per attempt carries both the stop and the attempt timeout.
+    let timedOut = false;
     const t0 = performance.now();
     let request: unknown;
     let response: unknown;
     try {
-      const result = await provider.call(ctx.input, signal);
+      const timer = setTimeout(() => {
+        timedOut = true;
+        ctrl.abort(new DOMException('no answer within the attempt timeout', 'TimeoutError'));
+      }, this.options.attemptTimeoutMs);
+      let result: AiCallResult;
+      try {
+        result = await provider.call(ctx.input, ctrl.signal);
+      } finally {
+        clearTimeout(timer);
+      }
       request = result.request;
       response = result.response;
       this.breaker.success();
@@ -432,16 +466,16 @@ export class AiRouter {
         lease_owner: null,
         lease_until: null,
       });
-      this.deps.logger.info({ record_id: record.record_id, attempts, duration_ms: duration, replied: aiMessageId !== null }, 'AI call succeeded');
+      this.deps.logger.debug({ record_id: record.record_id, attempts, duration_ms: duration, replied: aiMessageId !== null }, 'AI call succeeded');
     } catch (err) {
       const duration = Math.round(performance.now() - t0);
-      if (stopSignal.aborted && this.stopping) {
+      if (ctrl.signal.aborted && this.stopping && !timedOut) {
         // Shutdown, not the service's fault: the record stays pending for the next start (attempt not counted).
         this.breaker.release();
         await this.releaseLease(record.record_id).catch(() => undefined);
         return;
       }
-      const e = this.asCallError(err, timeout.aborted);
+      const e = this.asCallError(err, timedOut);
       request = request ?? e.opts.request ?? ctx.input;
       response = response ?? e.opts.response;
       if (err instanceof AiCallError) {

@@ -885,3 +885,20 @@ t.test('an attempt that waited long for a slot re-reads its record first', async
   t.equal(fake.requests.length, 1, 'only the test call: the record was re-read and left alone');
   t.same(await aiReplies(c, 'g1'), []);
 });
+
+t.test('a record in flight is not started again by later claims', async (t) => {
+  const fake = await startFakeAi(t, (req) => ({ delayMs: req.json.message.msg_content === 'slow' ? 300 : 0, body: { reply: 'ok' } }));
+  const { c } = await boot(t, fake);
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  const slow = await send(c, 'p1', 'g1', 'slow');
+  await fake.waitForRequests(1);
+  const others = await Promise.all([1, 2, 3].map((i) => send(c, 'p1', 'g1', `fast ${i}`)));
+  for (let i = 0; i < 5; i++) c.aiRouter.kick();
+  for (const m of [slow, ...others]) await finalRecord(c, m.message_id);
+  const keys = fake.requests.map((r) => String(r.headers['idempotency-key']));
+  t.equal(keys.length, 4, 'one call per record');
+  t.equal(new Set(keys).size, 4);
+  t.equal((await aiReplies(c, 'g1')).length, 4);
+  const records = await c.storage.aiRecords.list({ limit: 10 });
+  t.ok(records.every((r) => r.lease_owner === null && r.lease_until === null), 'no lease left behind');
+});
