@@ -56,13 +56,15 @@ function classify(err: unknown): { error: AppError; status: number } {
  */
 export function requestContext(baseLogger: Logger, isDraining: () => boolean): Koa.Middleware {
   return async (ctx, next) => {
-    const incoming = ctx.get('X-Request-Id');
-    const requestId = incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : randomUUID();
+    // node's lower-cased header (ctx.get() lower-cases the name on every call)
+    const incoming = ctx.req.headers['x-request-id'];
+    const requestId = typeof incoming === 'string' && REQUEST_ID_PATTERN.test(incoming) ? incoming : randomUUID();
     const st = state(ctx);
     st.requestId = requestId;
     st.started = process.hrtime.bigint();
     st.logger = new RequestLogger(baseLogger, requestId);
-    ctx.set('X-Request-Id', requestId);
+    // ctx.set() for one string value, without the arrays it builds per call (nothing is sent yet)
+    ctx.res.setHeader('X-Request-Id', requestId);
     if (isDraining()) ctx.set('Connection', 'close');
     try {
       await next();
@@ -198,7 +200,7 @@ function collect(req: IncomingMessage, limit: number): Promise<{ chunks: Buffer[
 }
 
 function bearer(ctx: Ctx): string {
-  const h = ctx.get('Authorization');
+  const h = ctx.req.headers.authorization ?? ''; // see requestContext
   const m = /^Bearer[ ]+(\S+)\s*$/i.exec(h);
   return m ? m[1]! : '';
 }
@@ -249,7 +251,7 @@ export function buildRouter(deps: RouterDeps): { router: Router; staticPaths: Ko
       if (res.body !== undefined && res.status !== 204) {
         if (typeof res.body === 'string' || Buffer.isBuffer(res.body)) ctx.body = res.body;
         else {
-          ctx.set('Content-Type', JSON_CONTENT_TYPE);
+          ctx.res.setHeader('Content-Type', JSON_CONTENT_TYPE); // as in requestContext
           ctx.body = JSON.stringify(res.body);
         }
       }
