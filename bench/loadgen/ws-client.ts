@@ -121,7 +121,7 @@ export class WsClient {
     });
   }
 
-  /** Send a text message (dropped before open and once closing, as there is no socket to write to). */
+  /** Send a text message (ignored before the upgrade completed and once closing). */
   send(text: string): void {
     if (this.open && !this.closing) this.socket.write(clientFrame(OP_TEXT, text));
   }
