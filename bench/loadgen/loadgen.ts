@@ -9,10 +9,10 @@
  * into one buffer (ws-client.ts), and `message`/`ack` frames are read from
  * the bytes without a JSON.parse (frames.ts).
  */
-import http from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
+import { Pool, type Dispatcher } from 'undici';
 import { Histogram, nowUs } from '../lib/hist.js';
 import { readContent, readFastFrame, readFastSocketIoEvent, type BenchContent, type FastFrame } from './frames.js';
 import { WsClient } from './ws-client.js';
@@ -441,20 +441,65 @@ async function wsStep(cmd: WsStepCmd): Promise<StepResult> {
   };
 }
 
+/** How an HTTP answer ended: its status code, or the error's code ('neterr' when it has none); `body` only on failures. */
+type Finish = (t: number, status: number | string, body?: string) => void;
+
+/**
+ * One HTTP request's undici dispatch handler: no response object or stream,
+ * the status from onHeaders, every body chunk through onData (kept only for a
+ * non-2xx answer, for the error detail) and onComplete once the whole body
+ * (Content-Length or the last chunk) has arrived.
+ */
+class Answer implements Dispatcher.DispatchHandlers {
+  private status = 0;
+  private failed: Buffer[] | null = null;
+  constructor(
+    private readonly t: number,
+    private readonly finish: Finish,
+  ) {}
+  onConnect(): void {}
+  onHeaders(statusCode: number): boolean {
+    this.status = statusCode;
+    this.failed = statusCode >= 200 && statusCode < 300 ? null : [];
+    return true;
+  }
+  onData(chunk: Buffer): boolean {
+    this.failed?.push(chunk);
+    return true;
+  }
+  onComplete(): void {
+    this.finish(this.t, this.status, this.failed ? Buffer.concat(this.failed).toString('utf8') : undefined);
+  }
+  onError(err: Error): void {
+    this.finish(this.t, (err as NodeJS.ErrnoException).code ?? 'neterr', err.message);
+  }
+}
+
+/**
+ * HTTP load (S3 sends, S4 pages) through an undici Pool: `maxSockets`
+ * keep-alive connections, one request at a time on each (no pipelining),
+ * requests beyond that queue in the pool, as they did in node:http's Agent.
+ * undici's dispatch API costs the load generator far less CPU per request
+ * than http.request (no ClientRequest/IncomingMessage/stream per request).
+ */
 async function httpStep(cmd: HttpStepCmd): Promise<StepResult> {
   const total = Math.max(1, Math.floor((cmd.rate * cmd.durationMs) / 1000));
   const id = ++stepId;
   const url = new URL(cmd.baseUrl);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: cmd.maxSockets });
+  // no header/body timeouts, as with node:http: the step's drain bounds a slow answer
+  const pool = new Pool(url.origin, { connections: cmd.maxSockets, pipelining: 1, headersTimeout: 0, bodyTimeout: 0 });
   const auth = await Promise.all(cmd.users.map(async (u) => `Bearer ${await tokenFor(cmd.secret, u.user_id)}`));
+  const headers = auth.map((a) => (cmd.mode === 'send' ? ['authorization', a, 'content-type', 'application/json'] : ['authorization', a]));
   const hist = new Histogram();
   const errors: Record<string, number> = {};
   let firstError: string | undefined;
   let ok = 0;
   let done = 0;
+  let counting = true;
   const lag = monitorEventLoopDelay({ resolution: 5 });
   lag.enable();
-  const finish = (t: number, status: number | string, body?: string): void => {
+  const finish: Finish = (t, status, body) => {
+    if (!counting) return; // an answer still out when the drain ended stays 'incomplete', not an error
     done++;
     if (typeof status === 'number' && status >= 200 && status < 300) {
       ok++;
@@ -474,48 +519,23 @@ async function httpStep(cmd: HttpStepCmd): Promise<StepResult> {
   const sendSeconds = await schedule(cmd.rate, total, (i, t) => {
     const ui = i % cmd.users.length;
     const u = cmd.users[ui]!;
-    let path: string;
-    let body: string | undefined;
+    const answer = new Answer(t, finish);
     if (cmd.mode === 'send') {
-      path = '/api/message/send';
-      body = `{"group_id":"${u.group_id}","msg_content":"h${id}.${i}","client_msg_id":"${RUN}.h${id}.${i}"}`;
+      const body = `{"group_id":"${u.group_id}","msg_content":"h${id}.${i}","client_msg_id":"${RUN}.h${id}.${i}"}`;
+      pool.dispatch({ method: 'POST', path: '/api/message/send', headers: headers[ui]!, body }, answer);
     } else {
       // half newest page, half a random older page
       const max = u.maxSeq ?? 0;
       const before = random() < 0.5 || max < 100 ? '' : `&before_seq=${1 + Math.floor(random() * (max - 50)) + 50}`;
-      path = `/api/message/list?group_id=${encodeURIComponent(u.group_id)}&limit=50${before}`;
+      const path = `/api/message/list?group_id=${encodeURIComponent(u.group_id)}&limit=50${before}`;
+      pool.dispatch({ method: 'GET', path, headers: headers[ui]! }, answer);
     }
-    const req = http.request(
-      {
-        host: url.hostname,
-        port: url.port,
-        method: body ? 'POST' : 'GET',
-        path,
-        agent,
-        headers: body
-          ? { authorization: auth[ui]!, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
-          : { authorization: auth[ui]! },
-      },
-      (res) => {
-        const status = res.statusCode ?? 0;
-        if (status >= 200 && status < 300) {
-          res.resume();
-          res.on('end', () => finish(t, status));
-        } else {
-          let b = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => (b += c));
-          res.on('end', () => finish(t, status, b));
-        }
-      },
-    );
-    req.on('error', (err) => finish(t, (err as NodeJS.ErrnoException).code ?? 'neterr', err.message));
-    req.end(body);
   });
   const drainEnd = performance.now() + cmd.drainMs;
   while (done < total && performance.now() < drainEnd) await sleep(5);
   lag.disable();
-  agent.destroy();
+  counting = false;
+  await pool.destroy();
   return {
     rate: cmd.rate,
     durationMs: cmd.durationMs,
