@@ -479,8 +479,10 @@ class Answer implements Dispatcher.DispatchHandlers {
  * HTTP load (S3 sends, S4 pages) through an undici Pool: `maxSockets`
  * keep-alive connections, one request at a time on each (no pipelining),
  * requests beyond that queue in the pool, as they did in node:http's Agent.
- * undici's dispatch API costs the load generator far less CPU per request
- * than http.request (no ClientRequest/IncomingMessage/stream per request).
+ * undici's dispatch API costs the load generator less CPU per request than
+ * http.request (no ClientRequest/IncomingMessage/stream per request): against
+ * a stub server, ~10-30 % less user CPU at 2,000 requests/s; the kernel's
+ * share (syscalls, TCP) stays.
  */
 async function httpStep(cmd: HttpStepCmd): Promise<StepResult> {
   const total = Math.max(1, Math.floor((cmd.rate * cmd.durationMs) / 1000));
