@@ -357,10 +357,17 @@ export function machineBudgetNote(rep: ScenarioReport): void {
     .sort((a, b) => b[1] - a[1])
     .map(([role, c]) => `${role} ${perUnit(c)}`)
     .join(', ');
+  // What the rest of the mix (load generator, PostgreSQL, brokers) alone allows: the ceiling even for a server that cost nothing.
+  const others = used - (cores.server ?? 0);
+  const serverFree = others > 0 ? Math.round((s.figure * nproc) / others) : Infinity;
   rep.notes.push(
     `machine budget at the knee: ${perUnit(used)} of CPU per ${target.one} across all processes (${parts}); ` +
       `at this mix ${nproc} fully busy cores carry at most ~${fmt(ceiling)} ${target.many}` +
-      (ceiling < target.rate ? `, below the target of ${fmt(target.rate)}: out of reach on this machine unless the whole mix gets cheaper` : ''),
+      (ceiling < target.rate ? `, below the target of ${fmt(target.rate)}: out of reach on this machine unless the whole mix gets cheaper` : '') +
+      (Number.isFinite(serverFree)
+        ? `; the other processes alone cap it at ~${fmt(serverFree)} ${target.many} even for a server that cost nothing` +
+          (serverFree < target.rate ? ' (below the target)' : '')
+        : ''),
   );
 }
 
