@@ -43,7 +43,10 @@ export async function runS6(via: 'amqp' | 'nats', url: string, t: Target, o: Opt
 
 /** A fake AI service: answers every webhook call after `delayMs` with `{"reply": "r" + message content}`. */
 export class FakeAi {
+  /** Webhook calls, retries included. */
   calls = 0;
+  /** Per load-generator step (`b<step>.` of the content): distinct message indexes the AI was asked about (a retried call counts once). */
+  readonly asked = new Map<string, Set<string>>();
   private server: Server | null = null;
   port = 0;
 
@@ -57,7 +60,14 @@ export class FakeAi {
         this.calls++;
         let content = '';
         try {
-          content = String((JSON.parse(Buffer.concat(chunks).toString()) as { message?: { msg_content?: string } }).message?.msg_content ?? '');
+          const message = (JSON.parse(Buffer.concat(chunks).toString()) as { message?: { msg_content?: string } }).message;
+          content = String(message?.msg_content ?? '');
+          const m = /^b(\d+)\.(\d+)\./.exec(content);
+          if (m) {
+            let set = this.asked.get(m[1]!);
+            if (!set) this.asked.set(m[1]!, (set = new Set()));
+            set.add(m[2]!);
+          }
         } catch {
           /* empty reply */
         }
@@ -71,6 +81,11 @@ export class FakeAi {
     const a = this.server.address();
     this.port = typeof a === 'object' && a ? a.port : 0;
     return `http://127.0.0.1:${this.port}/ai`;
+  }
+
+  /** Distinct messages of the step the AI was asked most about (S7 runs one step). */
+  forwardedOfStep(): number {
+    return Math.max(0, ...[...this.asked.values()].map((x) => x.size));
   }
 
   async stop(): Promise<void> {
@@ -94,6 +109,7 @@ export async function runS7(t: Target, o: Options, log: Log, rate: number, fake:
   try {
     await t.loadgen.call<StepResult>({ cmd: 'wsStep', rate: 100, durationMs: 1000, drainMs: 3000, senders, via: 'socket', acks: true });
     const callsBefore = fake.calls;
+    fake.asked.clear();
     const a = snapshot(t);
     const r = await t.loadgen.call<StepResult>({
       cmd: 'wsStep',
@@ -106,16 +122,18 @@ export async function runS7(t: Target, o: Options, log: Log, rate: number, fake:
     });
     // let the 200 ms answers come back and be stored, then count what reached the AI
     const end = Date.now() + (o.quick ? 4000 : 15_000);
-    while (fake.calls - callsBefore < r.sent && Date.now() < end) await new Promise((res) => setTimeout(res, 100));
+    while (fake.forwardedOfStep() < r.sent && Date.now() < end) await new Promise((res) => setTimeout(res, 100));
     const b = snapshot(t);
     const rec = stepRecord(r, cpuBetween(a, b), 50, true);
-    const forwarded = fake.calls - callsBefore;
+    // distinct messages of the step (a retried call counts once); calls include retries
+    const forwarded = fake.forwardedOfStep();
+    const aiCalls = fake.calls - callsBefore;
     const baseAck = baseline?.knee?.ack_latency?.p99_ms;
     const baseDel = baseline?.knee?.latency.p99_ms;
     const sendP99 = rec.ack_latency?.p99_ms ?? 0;
     const within = baseAck ? sendP99 <= baseAck * 1.2 : null;
     log(
-      `  S7: rate ${rate}/s: forwarded ${forwarded}/${r.sent}, AI replies delivered ${r.aiReplies}, send p99 ${sendP99} ms ` +
+      `  S7: rate ${rate}/s: forwarded ${forwarded}/${r.sent} (${aiCalls} calls), AI replies delivered ${r.aiReplies}, send p99 ${sendP99} ms ` +
         `(S2 ${baseAck ?? '?'} ms), delivery p99 ${rec.latency.p99_ms} ms (S2 ${baseDel ?? '?'} ms) ${rec.pass ? 'PASS' : `FAIL (${rec.why_not})`}`,
     );
     return {
@@ -127,6 +145,7 @@ export async function runS7(t: Target, o: Options, log: Log, rate: number, fake:
       extra: {
         groups: Object.keys(groups).length,
         forwarded,
+        ai_calls: aiCalls,
         sent: r.sent,
         all_forwarded: forwarded >= r.sent,
         ai_reply_deliveries: r.aiReplies,
