@@ -156,6 +156,31 @@ function onWsFrame(b: Buffer, start: number, end: number): string {
 }
 
 // ---------------------------------------------------------------- connect
+/** A connection attempt that settles once: ready, or failed; it fails by itself after 30 s. */
+function handshake(timeoutMessage: string, onReady: () => void, onFail: (err: Error) => void): { readonly settled: boolean; done(): void; fail(err: Error): void } {
+  let settled = false;
+  const settle = (): boolean => {
+    if (settled) return false;
+    settled = true;
+    clearTimeout(timer);
+    return true;
+  };
+  const timer = setTimeout(() => {
+    if (settle()) onFail(new Error(timeoutMessage));
+  }, 30_000);
+  return {
+    get settled() {
+      return settled;
+    },
+    done: () => {
+      if (settle()) onReady();
+    },
+    fail: (err) => {
+      if (settle()) onFail(err);
+    },
+  };
+}
+
 /**
  * One WS connection through the lean client (ws-client.ts: the frames the
  * server sees are the `ws` client's; reads cost less on this side). With
@@ -165,21 +190,20 @@ function onWsFrame(b: Buffer, start: number, end: number): string {
 function openWs(cmd: ConnectCmd, user: string, token: string | undefined): Promise<Conn> {
   const base = new URL(cmd.baseUrl);
   return new Promise((resolve, reject) => {
-    let settled = false;
     const ws: WsClient = new WsClient({
       host: base.hostname,
       port: Number(base.port),
       path: `/ws/${encodeURIComponent(user)}${token ? `?token=${token}` : ''}`,
       onOpen: () => {
         if (cmd.handshake) ws.send('{"type":"ping"}');
-        else done();
+        else hs.done();
       },
       onText: (b, start, end) => {
-        if (onWsFrame(b, start, end) === 'pong' && !settled) done();
+        if (onWsFrame(b, start, end) === 'pong' && !hs.settled) hs.done();
       },
-      onError: (err) => fail(err),
+      onError: (err) => hs.fail(err),
       onClose: (code) => {
-        if (!settled) fail(new Error(`closed during handshake: ${code}`));
+        if (!hs.settled) hs.fail(new Error(`closed during handshake: ${code}`));
         else if (conns.get(user) === conn) {
           conns.delete(user);
           if (code !== 1000 && code !== 1005 && code !== 1006) countError(`closed_${code}`);
@@ -191,20 +215,10 @@ function openWs(cmd: ConnectCmd, user: string, token: string | undefined): Promi
       send: (g, content, cid) => ws.send(`{"type":"send","group_id":"${g}","msg_content":"${content}","client_msg_id":"${cid}"}`),
       close: () => ws.terminate(),
     };
-    const timer = setTimeout(() => fail(new Error('handshake: no pong within 30 s')), 30_000);
-    const fail = (err: Error): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
+    const hs = handshake('handshake: no pong within 30 s', () => resolve(conn), (err) => {
       ws.terminate();
       reject(err);
-    };
-    const done = (): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve(conn);
-    };
+    });
   });
 }
 
@@ -221,7 +235,6 @@ type SocketIoEvent = [string, { code?: unknown; data?: { msg_content?: unknown }
 function openSocketIo(cmd: ConnectCmd, user: string): Promise<Conn> {
   const base = new URL(cmd.baseUrl);
   return new Promise((resolve, reject) => {
-    let settled = false;
     const ws: WsClient = new WsClient({
       host: base.hostname,
       port: Number(base.port),
@@ -233,13 +246,13 @@ function openSocketIo(cmd: ConnectCmd, user: string): Promise<Conn> {
         const p = b.toString('utf8', start, end);
         if (p === '2') ws.send('3'); // Engine.IO ping -> pong
         else if (p.startsWith('0')) ws.send(`40${JSON.stringify({ user_id: user })}`); // open -> connect with auth
-        else if (p.startsWith('44')) fail(new Error(`connect_error: ${p.slice(2, 300)}`));
+        else if (p.startsWith('44')) hs.fail(new Error(`connect_error: ${p.slice(2, 300)}`));
         else if (p === '1' || p.startsWith('41')) ws.terminate(); // closed / disconnected by the server
-        else if (p.startsWith('42')) onSocketIoEvent(p, () => done());
+        else if (p.startsWith('42')) onSocketIoEvent(p, () => hs.done());
       },
-      onError: (err) => fail(err),
+      onError: (err) => hs.fail(err),
       onClose: (code) => {
-        if (!settled) fail(new Error(`closed during handshake: ${code}`));
+        if (!hs.settled) hs.fail(new Error(`closed during handshake: ${code}`));
         else if (conns.get(user) === conn) conns.delete(user);
       },
     });
@@ -251,20 +264,10 @@ function openSocketIo(cmd: ConnectCmd, user: string): Promise<Conn> {
         ws.terminate();
       },
     };
-    const timer = setTimeout(() => fail(new Error('handshake: no ready event within 30 s')), 30_000);
-    const fail = (err: Error): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
+    const hs = handshake('handshake: no ready event within 30 s', () => resolve(conn), (err) => {
       ws.terminate();
       reject(err);
-    };
-    const done = (): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve(conn);
-    };
+    });
   });
 }
 
