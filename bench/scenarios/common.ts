@@ -195,6 +195,26 @@ export async function waitServerIdle(t: Target, maxMs: number): Promise<void> {
 }
 
 /** The best throughput seen in any step, passing or not (to show what a failing sweep reached). */
+/**
+ * A rate sweep's result: the figure (the knee's rate unless given), deliveries
+ * per server CPU-second at the knee (or at the best step when none passed),
+ * and every step.
+ */
+export function sweepResult(
+  sw: { steps: StepRecord[]; knee: StepRecord | null },
+  unit: string,
+  more: { figure?: number; extra?: Record<string, unknown> } = {},
+): TargetResult {
+  return {
+    figure: more.figure ?? sw.knee?.rate ?? 0,
+    unit,
+    per_server_cpu_s: (sw.knee ?? bestStep(sw.steps))?.deliveries_per_server_cpu_s,
+    knee: sw.knee,
+    steps: sw.steps,
+    ...(more.extra ? { extra: more.extra } : {}),
+  };
+}
+
 export function bestStep(steps: StepRecord[] | undefined): StepRecord | null {
   if (!steps?.length) return null;
   return steps.reduce((b, s) => (s.deliveries_per_s > b.deliveries_per_s ? s : b));

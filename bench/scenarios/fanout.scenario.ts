@@ -1,6 +1,6 @@
 import type { ConnectResult, Sender, StepResult } from '../lib/protocol.js';
 import { S1, s1Groups, s2Groups, usersOf } from './fixtures.js';
-import { bestStep, sweep, type Log, type Options, type Target, type TargetResult } from './common.js';
+import { sweep, sweepResult, type Log, type Options, type Target, type TargetResult } from './common.js';
 
 /** Connect every member of `groups` on the target; throws when any socket fails. */
 export async function connectMembers(t: Target, groups: Record<string, string[]>, log: Log): Promise<void> {
@@ -54,7 +54,7 @@ export async function runFanout(id: 'S1' | 'S2', t: Target, o: Options, log: Log
   // warm-up (JIT, connection pools), not reported
   await t.loadgen.call<StepResult>({ cmd: 'wsStep', rate: 100, durationMs: 1000, drainMs: 3000, senders, via: 'socket', acks: true });
   const startPair = (t.name === 'service' ? START : PEER_START)[id]!;
-  const { steps, knee } = await sweep({
+  const sw = await sweep({
     target: t,
     start: o.quick ? startPair[1] : startPair[0],
     maxSteps: o.maxSteps,
@@ -65,12 +65,8 @@ export async function runFanout(id: 'S1' | 'S2', t: Target, o: Options, log: Log
     run: (rate) => t.loadgen.call<StepResult>({ cmd: 'wsStep', rate, durationMs: o.stepMs, drainMs: o.drainMs, senders, via: 'socket', acks: true }),
   });
   if (!keepOpen) await closeSockets(t);
-  return {
-    figure: id === 'S1' ? (knee?.deliveries_per_s ?? 0) : (knee?.rate ?? 0),
-    unit: id === 'S1' ? 'deliveries/s' : 'messages/s',
-    per_server_cpu_s: (knee ?? bestStep(steps))?.deliveries_per_server_cpu_s,
-    knee,
-    steps,
+  return sweepResult(sw, id === 'S1' ? 'deliveries/s' : 'messages/s', {
+    figure: id === 'S1' ? (sw.knee?.deliveries_per_s ?? 0) : undefined,
     extra: { deliveries_per_message: perMsg, senders: senders.length },
-  };
+  });
 }

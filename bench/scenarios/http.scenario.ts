@@ -2,7 +2,7 @@ import type { StepResult } from '../lib/protocol.js';
 import type { BenchDb } from '../lib/bench-db.js';
 import { seedHistory } from '../lib/seed.js';
 import { S4, s2Groups, s4Groups } from './fixtures.js';
-import { bestStep, sweep, type Log, type Options, type Target, type TargetResult } from './common.js';
+import { sweep, sweepResult, type Log, type Options, type Target, type TargetResult } from './common.js';
 
 /**
  * S3: POST /api/message/send from 100 users (each in its own group), open loop,
@@ -27,7 +27,7 @@ export async function runS3(t: Target, o: Options, log: Log): Promise<TargetResu
       users,
     });
   await call(200, 1000); // warm-up
-  const { steps, knee } = await sweep({
+  const sw = await sweep({
     target: t,
     start: 1024, // 2,000 ÷ 1.25^3
     maxSteps: o.maxSteps,
@@ -37,7 +37,7 @@ export async function runS3(t: Target, o: Options, log: Log): Promise<TargetResu
     log,
     run: (rate) => call(rate, o.stepMs),
   });
-  return { figure: knee?.rate ?? 0, unit: 'sends/s at p99 ≤ 20 ms', per_server_cpu_s: (knee ?? bestStep(steps))?.deliveries_per_server_cpu_s, knee, steps };
+  return sweepResult(sw, 'sends/s at p99 ≤ 20 ms');
 }
 
 /**
@@ -81,7 +81,7 @@ export async function runS4(t: Target, o: Options, log: Log): Promise<TargetResu
       users,
     });
   await call(300, 1000); // warm-up
-  const { steps, knee } = await sweep({
+  const sw = await sweep({
     target: t,
     start: 1638, // 5,000 ÷ 1.25^5
     maxSteps: o.maxSteps,
@@ -91,12 +91,7 @@ export async function runS4(t: Target, o: Options, log: Log): Promise<TargetResu
     log,
     run: (rate) => call(rate, o.stepMs),
   });
-  return {
-    figure: knee?.rate ?? 0,
-    unit: 'requests/s at p99 ≤ 20 ms',
-    per_server_cpu_s: (knee ?? bestStep(steps))?.deliveries_per_server_cpu_s,
-    knee,
-    steps,
+  return sweepResult(sw, 'requests/s at p99 ≤ 20 ms', {
     extra: { table_rows: tableRows, groups: S4.groups, rows_per_group: Math.floor(o.s4Rows / S4.groups) },
-  };
+  });
 }

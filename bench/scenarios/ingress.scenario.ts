@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { Sender, StepResult } from '../lib/protocol.js';
 import { AI_USER, s2Groups } from './fixtures.js';
 import { closeSockets, connectMembers } from './fanout.scenario.js';
-import { bestStep, sweep, stepRecord, snapshot, type Log, type Options, type Target, type TargetResult } from './common.js';
+import { sweep, sweepResult, stepRecord, snapshot, type Log, type Options, type Target, type TargetResult } from './common.js';
 import { cpuBetween } from '../lib/proc.js';
 
 function s2Senders(groups: Record<string, string[]>): Sender[] {
@@ -24,7 +24,7 @@ export async function runS6(via: 'amqp' | 'nats', url: string, t: Target, o: Opt
     const call = (rate: number, durationMs: number): Promise<StepResult> =>
       t.loadgen.call<StepResult>({ cmd: 'wsStep', rate, durationMs, drainMs: o.drainMs, senders, via, brokerUrl: url, acks: false });
     await call(200, 1000); // warm-up
-    const { steps, knee } = await sweep({
+    const sw = await sweep({
       target: t,
       start: 2097, // 10,000 ÷ 1.25^7
       maxSteps: o.maxSteps,
@@ -34,7 +34,7 @@ export async function runS6(via: 'amqp' | 'nats', url: string, t: Target, o: Opt
       log,
       run: (rate) => call(rate, o.stepMs),
     });
-    return { figure: knee?.rate ?? 0, unit: 'messages/s', per_server_cpu_s: (knee ?? bestStep(steps))?.deliveries_per_server_cpu_s, knee, steps };
+    return sweepResult(sw, 'messages/s');
   } catch (err) {
     await closeSockets(t);
     throw err;
