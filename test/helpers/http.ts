@@ -23,6 +23,13 @@ export async function bootHttp(t: Test, opts: BootOptions = {}): Promise<BootedH
   return { booted, baseUrl: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
 }
 
+/** bootHttp when `http`, else bootKernel: the booted kernel and its base URL ('' without http). */
+export async function bootWithOptionalHttp(t: Test, opts: BootOptions, http: boolean): Promise<Booted & { baseUrl: string }> {
+  if (!http) return { ...(await bootKernel(t, opts)), baseUrl: '' };
+  const h = await bootHttp(t, opts);
+  return { ...h.booted, baseUrl: h.baseUrl };
+}
+
 /** A bearer token for `userId` signed by the kernel's auth service. */
 export function tokenFor(c: Cradle, userId: string, admin = false): Promise<string> {
   return c.authService.sign(userId, { admin });

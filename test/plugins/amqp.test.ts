@@ -12,7 +12,7 @@ import type { Test } from 'tap';
 import { UnavailableError } from '../../kernel/errors.js';
 import type { Cradle } from '../../kernel/container.js';
 import { admin, as, bootKernel, seedGroup, type BootOptions } from '../helpers/boot.js';
-import { api, bootHttp, tokenFor } from '../helpers/http.js';
+import { api, bootWithOptionalHttp, tokenFor } from '../helpers/http.js';
 import { SERVICES, requireService } from '../helpers/services.js';
 import { startTcpProxy, waitFor, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { connectWs } from '../helpers/ws-client.js';
@@ -84,11 +84,7 @@ if (await requireService(t, 'amqp')) {
         'amqp-egress': { exchange: n.exchange, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } },
       },
     };
-    if (opts.http) {
-      const h = await bootHttp(t, bootOpts);
-      return { ...h.booted, baseUrl: h.baseUrl };
-    }
-    return { ...(await bootKernel(t, bootOpts)), baseUrl: '' };
+    return bootWithOptionalHttp(t, bootOpts, opts.http === true);
   };
 
   const payload = (over: Record<string, unknown> = {}) => ({

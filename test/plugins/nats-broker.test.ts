@@ -10,8 +10,8 @@ import t from 'tap';
 import type { Test } from 'tap';
 import type { Cradle } from '../../kernel/container.js';
 import { UnavailableError } from '../../kernel/errors.js';
-import { admin, as, bootKernel, seedGroup, type BootOptions } from '../helpers/boot.js';
-import { api, bootHttp, tokenFor } from '../helpers/http.js';
+import { admin, as, seedGroup, type BootOptions } from '../helpers/boot.js';
+import { api, bootWithOptionalHttp, tokenFor } from '../helpers/http.js';
 import { SERVICES, requireService } from '../helpers/services.js';
 import { startTcpProxy, waitFor, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { connectWs } from '../helpers/ws-client.js';
@@ -73,11 +73,7 @@ if (await requireService(t, 'nats')) {
         'nats-egress': { subjectPrefix: n.prefix, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } },
       },
     };
-    if (opts.http) {
-      const h = await bootHttp(t, bootOpts);
-      return { ...h.booted, baseUrl: h.baseUrl };
-    }
-    return { ...(await bootKernel(t, bootOpts)), baseUrl: '' };
+    return bootWithOptionalHttp(t, bootOpts, opts.http === true);
   };
 
   const payload = (over: Record<string, unknown> = {}) => ({
