@@ -3,6 +3,9 @@ import type { Counter, Gauge, Histogram } from 'prom-client';
 import type { Logger } from '../../kernel/logger.js';
 import type { ServerFrame, WsConnections } from './ws.public.js';
 
+/** Sockets visited per slice of a liveness round (see WsHub.sweep). */
+const SWEEP_SLICE = 64;
+
 /** One open socket of one user. */
 export interface WsConn {
   readonly id: number;
@@ -36,6 +39,7 @@ export class WsHub implements WsConnections {
   private readonly byGroup = new Map<string, Set<WsConn>>();
   private nextId = 1;
   private total = 0;
+  private sweeping: Promise<void> | null = null;
 
   constructor(
     private readonly opts: { maxBufferedBytes: number },
@@ -127,19 +131,37 @@ export class WsHub implements WsConnections {
     return ok;
   }
 
-  /** One liveness round: terminates sockets that did not answer the previous ping, pings the others. */
-  sweep(): void {
-    for (const set of [...this.byUser.values()]) {
-      for (const conn of [...set]) {
-        if (conn.socket.readyState !== WebSocket.OPEN) continue;
-        if (!conn.alive) {
-          this.logger.info({ user_id: conn.userId, conn: conn.id }, 'ws: no pong, terminating socket');
-          this.terminate(conn);
-          continue;
-        }
-        conn.alive = false;
-        conn.socket.ping();
+  /**
+   * One liveness round: terminates sockets that did not answer the previous
+   * ping, pings the others. A ping is a socket write: 10,000 of them in one go
+   * stalled every send for ~200 ms (and the pongs then arrive as one burst).
+   * So the round visits sockets in slices of SWEEP_SLICE, paced evenly over
+   * `spreadMs`, yielding the event loop between slices. A round still running
+   * when the next is due is not started twice.
+   */
+  sweep(spreadMs = 0): Promise<void> {
+    this.sweeping ??= this.sweepRound(spreadMs).finally(() => {
+      this.sweeping = null;
+    });
+    return this.sweeping;
+  }
+
+  private async sweepRound(spreadMs: number): Promise<void> {
+    const conns = this.all();
+    const pauseMs = spreadMs / Math.ceil(conns.length / SWEEP_SLICE);
+    for (let i = 0; i < conns.length; i++) {
+      if (i > 0 && i % SWEEP_SLICE === 0) {
+        await new Promise<void>((r) => (pauseMs >= 1 ? setTimeout(r, pauseMs).unref() : setImmediate(r)));
       }
+      const conn = conns[i]!;
+      if (conn.socket.readyState !== WebSocket.OPEN) continue;
+      if (!conn.alive) {
+        this.logger.info({ user_id: conn.userId, conn: conn.id }, 'ws: no pong, terminating socket');
+        this.terminate(conn);
+        continue;
+      }
+      conn.alive = false;
+      conn.socket.ping();
     }
   }
 

@@ -107,7 +107,8 @@ export class WsServer {
     });
     this.wss = app.ws.server ?? null;
     this.accepting = true;
-    this.pingTimer = setInterval(() => hub.sweep(), this.opts.pingIntervalMs);
+    // a round's pings are spread over a tenth of the period (see WsHub.sweep)
+    this.pingTimer = setInterval(() => void hub.sweep(this.opts.pingIntervalMs / 10), this.opts.pingIntervalMs);
     this.pingTimer.unref();
   }
 

@@ -5,6 +5,9 @@ import { api, bootHttp, tokenFor } from '../helpers/http.js';
 import { connectWs, tryUpgrade, type Frame, type WsTestClient } from '../helpers/ws-client.js';
 import type { Cradle } from '../../kernel/container.js';
 import type { Message } from '../../kernel/domain.js';
+import { WebSocket } from 'ws';
+import { silentLogger } from '../../kernel/logger.js';
+import { WsHub } from '../../plugins/ws/ws-hub.service.js';
 import '../../plugins/ws/ws.public.js';
 
 const WS_PLUGINS = ['auth', 'users', 'groups', 'chat', 'http', 'ws'];
@@ -260,6 +263,20 @@ t.test('liveness: sockets that do not answer pings are terminated', async (t) =>
   await live.until(() => live.pings >= 4, 'live socket answered several pings');
   t.equal(live.closed, null, 'answering socket stays open');
   t.equal(c.wsConnections.count('pat1'), 1);
+});
+
+t.test('liveness: a round over many sockets is sliced, never one long stall', async (t) => {
+  const hub = new WsHub({ maxBufferedBytes: 1 << 20 }, silentLogger, null);
+  let pings = 0;
+  const fakeSocket = () => ({ readyState: WebSocket.OPEN, ping: () => void pings++, terminate: () => undefined }) as unknown as WebSocket;
+  for (let i = 0; i < 1000; i++) hub.add(`u${i % 100}`, fakeSocket());
+  const round = hub.sweep(0);
+  t.ok(pings > 0 && pings < 1000, `only the first slice is pinged before the loop is yielded (${pings} of 1000)`);
+  t.equal(hub.sweep(0), round, 'a round still running is not started twice');
+  await round;
+  t.equal(pings, 1000, 'every socket pinged once by the end of the round');
+  await hub.sweep(0);
+  t.equal(hub.count(), 0, 'sockets that did not answer the previous round are terminated');
 });
 
 t.test('back-pressure: a client that does not read is cut off, the others are not delayed', async (t) => {
