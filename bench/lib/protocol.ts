@@ -89,6 +89,8 @@ export interface StepResult {
   ackLatency: HistogramJson;
   /** loadgen event-loop lag p99 in ms over the step (high = loadgen-bound) */
   loadgenLagP99Ms: number;
+  /** Longest event-loop stall of the load generator during the step (ms). */
+  loadgenLagMaxMs: number;
   wallMs: number;
 }
 

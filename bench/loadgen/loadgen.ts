@@ -440,6 +440,7 @@ async function wsStep(cmd: WsStepCmd): Promise<StepResult> {
     latency: st.hist.toJSON(),
     ackLatency: st.ackHist.toJSON(),
     loadgenLagP99Ms: Math.round(lag.percentile(99) / 1e4) / 100,
+    loadgenLagMaxMs: Math.round(lag.max / 1e4) / 100,
     wallMs: Math.round(performance.now() - t0),
   };
 }
@@ -558,6 +559,7 @@ async function httpStep(cmd: HttpStepCmd): Promise<StepResult> {
     latency: hist.toJSON(),
     ackLatency: new Histogram().toJSON(),
     loadgenLagP99Ms: Math.round(lag.percentile(99) / 1e4) / 100,
+    loadgenLagMaxMs: Math.round(lag.max / 1e4) / 100,
     wallMs: Math.round(performance.now() - t0),
   };
 }

@@ -61,6 +61,7 @@ export interface StepRecord {
   deliveries_per_server_cpu_s: number;
   loadgen_cores: number;
   loadgen_lag_p99_ms: number;
+  loadgen_lag_max_ms: number;
 }
 
 export interface TargetResult {
@@ -129,6 +130,7 @@ export function stepRecord(r: StepResult, cpu: CpuUsage, p99LimitMs: number, wan
     deliveries_per_server_cpu_s: serverCpu > 0 ? Math.round(r.deliveries / serverCpu) : 0,
     loadgen_cores: round((cpu.cpuSeconds.loadgen ?? 0) / Math.max(0.001, cpu.wallSeconds), 2),
     loadgen_lag_p99_ms: r.loadgenLagP99Ms,
+    loadgen_lag_max_ms: r.loadgenLagMaxMs,
   };
 }
 
