@@ -91,6 +91,8 @@ export class AiRouter {
   private intakeInFlight = 0;
   /** Set when intake dropped events (overload): the next poll rescans from this time. */
   private rescanSince: string | null = null;
+  /** A rescan is running (one at a time: it is the sequential intake of overload). */
+  private rescanning = false;
   private running = false;
   private stopping = false;
   /** Resolves when the start-up recovery scan has finished. */
@@ -173,7 +175,7 @@ export class AiRouter {
     if (meta.origin !== 'local' || message.msg_type === 'AI_REPLY') return;
     if (this.intakeInFlight >= this.options.maxIntakeInFlight) {
       // Overloaded: leave it to the rescan of the next poll (the message is stored; nothing is lost).
-      if (this.rescanSince === null || message.created_at < this.rescanSince) this.rescanSince = message.created_at;
+      this.rescanFrom(message.created_at);
       return;
     }
     this.intakeInFlight++;
@@ -181,12 +183,17 @@ export class AiRouter {
       this.intake(message, true)
         .catch((err: unknown) => {
           this.deps.logger.error({ err, message_id: message.message_id }, 'AI intake failed: left to the recovery scan');
-          if (this.rescanSince === null || message.created_at < this.rescanSince) this.rescanSince = message.created_at;
+          this.rescanFrom(message.created_at);
         })
         .finally(() => {
           this.intakeInFlight--;
         }),
     );
+  }
+
+  /** The next poll rescans from `createdAt` (the earliest such time wins). */
+  private rescanFrom(createdAt: string): void {
+    if (this.rescanSince === null || createdAt < this.rescanSince) this.rescanSince = createdAt;
   }
 
   /** Decides and, when forwarded, creates the pending record. True when a record was created. */
@@ -259,19 +266,26 @@ export class AiRouter {
 
   /**
    * Crash recovery: messages stored since `since` that are forwarded by the
-   * rules but have no record (a crash between the commit and the record) get one.
+   * rules but have no record (a crash between the commit and the record) get one,
+   * one message at a time. Examines at most recovery.maxMessages (always past
+   * `since`); `resumeFrom` is where the messages not examined yet begin, null when
+   * the scan reached the newest message.
    */
-  async recover(since: string): Promise<number> {
+  async recover(since: string): Promise<{ created: number; resumeFrom: string | null }> {
     const { batchSize, maxMessages } = this.options.recovery;
     let examined = 0;
     let createdCount = 0;
     let cursor = since;
     let seenAtCursor = new Set<string>();
-    while (examined < maxMessages && !this.stopping) {
+    let complete = false;
+    while ((examined < maxMessages || cursor === since) && !this.stopping) {
       const limit = batchSize + seenAtCursor.size;
       const batch = await this.deps.storage.messages.listRecent(cursor, limit);
       const fresh = batch.filter((m) => !(m.created_at === cursor && seenAtCursor.has(m.message_id)));
-      if (fresh.length === 0) break;
+      if (fresh.length === 0) {
+        complete = true;
+        break;
+      }
       for (const m of fresh) {
         examined++;
         if (m.msg_type === 'AI_REPLY') continue;
@@ -283,19 +297,35 @@ export class AiRouter {
         seenAtCursor = new Set();
       }
       for (const m of fresh) if (m.created_at === cursor) seenAtCursor.add(m.message_id);
-      if (batch.length < limit) break;
+      if (batch.length < limit) {
+        complete = true;
+        break;
+      }
     }
     if (createdCount > 0) this.deps.logger.warn({ created: createdCount, since }, 'AI recovery scan created missing records');
-    return createdCount;
+    return { created: createdCount, resumeFrom: complete ? null : cursor };
   }
 
   // ---------------------------------------------------------------- workers
 
   private onPoll(): void {
-    if (this.rescanSince !== null && !this.stopping) {
+    if (this.rescanSince !== null && !this.rescanning && !this.stopping) {
       const since = this.rescanSince;
       this.rescanSince = null;
-      this.track(this.recover(since).catch((err: unknown) => this.deps.logger.error({ err }, 'AI rescan failed')));
+      this.rescanning = true;
+      this.track(
+        this.recover(since)
+          .then(({ resumeFrom }) => {
+            if (resumeFrom !== null) this.rescanFrom(resumeFrom); // the rest at the next poll
+          })
+          .catch((err: unknown) => {
+            this.deps.logger.error({ err }, 'AI rescan failed: retried at the next poll');
+            this.rescanFrom(since);
+          })
+          .finally(() => {
+            this.rescanning = false;
+          }),
+      );
     }
     this.kick();
   }
