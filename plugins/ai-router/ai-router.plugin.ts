@@ -1,6 +1,6 @@
 import { asFunction } from 'awilix';
 import type { Cradle } from '../../kernel/container.js';
-import { Counter, Histogram } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import { definePlugin } from '../../kernel/plugin.js';
 import { metricRegistries } from '../../lib/metrics.js';
 import { validateOptions } from '../../lib/validate.js';
@@ -39,6 +39,21 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
             buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
             registers,
           }),
+          concurrencyLimit: new Gauge({
+            name: 'im_ai_concurrency_limit',
+            help: 'AI records worked at once that load shedding allows now (ai-router.concurrency unless the event loop is delayed)',
+            registers,
+          }),
+          eventLoopDelay: new Gauge({
+            name: 'im_ai_event_loop_delay_seconds',
+            help: 'Event-loop delay (p99 of the last load-shedding interval) that drives the AI concurrency limit',
+            registers,
+          }),
+          intakeDeferred: new Counter({
+            name: 'im_ai_intake_deferred_total',
+            help: 'Stored messages left to the next poll\'s rescan instead of being recorded at once (intake over its limit)',
+            registers,
+          }),
         };
         return new AiRouter(
           {
@@ -51,6 +66,7 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
             logger,
             provider: container.hasRegistration('aiProvider') ? c.aiProvider : null,
             metrics,
+            ...(container.hasRegistration('aiEventLoopDelay') ? { eventLoopDelay: c.aiEventLoopDelay } : {}),
           },
           options,
         );

@@ -1,7 +1,8 @@
 /** The ai-router plugin's public surface: what it registers in the container. */
 import type { AiRouter } from './ai-router.service.js';
+import type { EventLoopDelaySampler } from './load-shedding.js';
 
-export type { AiRouter };
+export type { AiRouter, EventLoopDelaySampler };
 
 /** The ai_status frame of API.md §5, pushed through the bus event 'group.notify'. */
 export interface AiStatusFrame {
@@ -18,5 +19,11 @@ declare module '../../kernel/container.js' {
   interface Cradle {
     /** Present when the ai-router plugin is enabled. */
     aiRouter: AiRouter;
+    /**
+     * Optional: where the router's load shedding reads the event-loop delay. Absent (the
+     * normal case), the router measures this process with monitorEventLoopDelay; tests
+     * register one they drive by hand.
+     */
+    aiEventLoopDelay: EventLoopDelaySampler;
   }
 }

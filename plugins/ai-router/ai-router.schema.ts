@@ -47,6 +47,22 @@ export interface AiRouterOptions {
   };
   /** Most message.stored events being recorded at once; beyond it the next poll rescans instead (bounded memory). */
   maxIntakeInFlight: number;
+  /**
+   * Adaptive limit on the AI work, driven by this process's event-loop delay, so that an
+   * overloaded AI layer delays forwarding instead of the sends it shares the event loop with.
+   */
+  loadShedding: {
+    /**
+     * Every intervalMs the p99 event-loop delay of the interval is compared with this (ms):
+     * above it, the records worked at once are halved (down to 1); at or below it, they are
+     * raised by 5 % of `concurrency` (at least 1), up to `concurrency`. While the limit is
+     * below `concurrency`, at most that many message.stored events are recorded at once
+     * too; the others are left to the rescan of the next poll. 0 = off.
+     */
+    maxEventLoopDelayMs: number;
+    /** How often the delay is read and the limit adjusted (ms). */
+    intervalMs: number;
+  };
   /** How long a group's members (and their users) are remembered; member.added/removed from any instance end it at once (0 = read every time). */
   membersCacheMs: number;
   /** Most groups whose members are remembered. */
@@ -80,6 +96,10 @@ export const aiRouterOptionsSchema = Joi.object<AiRouterOptions>({
     batchSize: Joi.number().integer().min(1).max(10_000).default(500),
   }).default(),
   maxIntakeInFlight: Joi.number().integer().min(1).default(1000),
+  loadShedding: Joi.object({
+    maxEventLoopDelayMs: Joi.number().integer().min(0).max(10_000).default(50),
+    intervalMs: Joi.number().integer().min(50).max(60_000).default(500),
+  }).default(),
   membersCacheMs: Joi.number().integer().min(0).max(600_000).default(5000),
   membersCacheSize: Joi.number().integer().min(1).max(10_000_000).default(10_000),
 });

@@ -1,5 +1,5 @@
 import pLimit, { type LimitFunction } from 'p-limit';
-import type { Counter, Histogram } from 'prom-client';
+import type { Counter, Gauge, Histogram } from 'prom-client';
 import type { EventMeta, MessageBus, Unsubscribe } from '../../kernel/bus.js';
 import type { Clock, IdGenerator } from '../../kernel/clock.js';
 import { AI_STATUS, type AiInteractionRecord, type Member, type Message, type User } from '../../kernel/domain.js';
@@ -13,6 +13,7 @@ import type { AiStatusFrame } from './ai-router.public.js';
 import { interactionsQuerySchema, type AiRouterOptions } from './ai-router.schema.js';
 import { CircuitBreaker, retryDelayMs } from './circuit-breaker.js';
 import { HistoryCache, MembersCache, groupMembers, type GroupMembers } from './group-cache.js';
+import { AdaptiveLimit, eventLoopDelaySampler, type EventLoopDelaySampler } from './load-shedding.js';
 
 export interface AiRouterDeps {
   storage: Storage;
@@ -24,7 +25,31 @@ export interface AiRouterDeps {
   logger: Logger;
   /** Null when no 'ai-provider' adapter is enabled: the router stays idle. */
   provider: AiProvider | null;
-  metrics?: { calls: Counter<'outcome'>; latency: Histogram<'outcome'> };
+  metrics?: {
+    calls: Counter<'outcome'>;
+    latency: Histogram<'outcome'>;
+    /** The records worked at once that load shedding allows now. */
+    concurrencyLimit: Gauge;
+    /** The event-loop delay last measured by load shedding (seconds). */
+    eventLoopDelay: Gauge;
+    /** message.stored events left to the rescan instead of being recorded at once. */
+    intakeDeferred: Counter;
+  };
+  /** Where load shedding reads the event-loop delay (default: this process, monitorEventLoopDelay). */
+  eventLoopDelay?: EventLoopDelaySampler;
+}
+
+/** Load shedding as the router sees it now (see `AiRouter.load`). */
+export interface AiLoadState {
+  /** Records worked at once allowed now (`concurrency` when not shedding). */
+  limit: number;
+  concurrency: number;
+  /** The event-loop delay of the last interval (ms); null before the first one or when load shedding is off. */
+  eventLoopDelayMs: number | null;
+  /** True while the limit is below `concurrency`. */
+  shedding: boolean;
+  /** message.stored events left to the rescan instead of being recorded at once, since start. */
+  intakeDeferred: number;
 }
 
 /** Why a stored message is, or is not, forwarded. */
@@ -68,6 +93,14 @@ function publicRecord(r: AiInteractionRecord): PublicAiRecord {
 export class AiRouter {
   private readonly breaker: CircuitBreaker;
   private readonly limit: LimitFunction;
+  /** How many records are worked at once now: `concurrency`, cut while the event loop is delayed. */
+  private readonly adaptive: AdaptiveLimit;
+  private sampler: EventLoopDelaySampler | null = null;
+  private loadTimer: NodeJS.Timeout | null = null;
+  private lastDelayMs: number | null = null;
+  /** The current shedding episode (limit below concurrency): when it began and the lowest limit. */
+  private episode: { since: number; lowest: number; deferred: number } | null = null;
+  private intakeDeferred = 0;
   /** record_id -> abort controller of the attempt in flight. */
   private readonly inflight = new Map<string, AbortController>();
   private readonly tasks = new Set<Promise<unknown>>();
@@ -103,6 +136,7 @@ export class AiRouter {
     readonly options: AiRouterOptions,
   ) {
     this.limit = pLimit(options.concurrency);
+    this.adaptive = new AdaptiveLimit(options.concurrency, options.loadShedding.maxEventLoopDelayMs);
     this.members = new MembersCache(deps.storage, () => deps.clock.now().getTime(), options.membersCacheMs, options.membersCacheSize);
     const keep = Math.max(options.historySize, options.doctorPauseMs > 0 ? PAUSE_LOOKBACK + 1 : 0) + HISTORY_SLACK;
     this.history = new HistoryCache(deps.storage, keep, HISTORY_MAX_MESSAGES, HISTORY_MAX_CHARS);
@@ -124,6 +158,17 @@ export class AiRouter {
     return this.breaker.state;
   }
 
+  /** Load shedding now: the limit, the last measured delay, the events left to the rescan. */
+  get load(): AiLoadState {
+    return {
+      limit: this.adaptive.value,
+      concurrency: this.options.concurrency,
+      eventLoopDelayMs: this.lastDelayMs,
+      shedding: this.adaptive.value < this.options.concurrency,
+      intakeDeferred: this.intakeDeferred,
+    };
+  }
+
   start(): void {
     if (!this.active || this.running) {
       if (!this.active) this.deps.logger.info('AI service not configured (set IM_AI_URL): the AI router stays idle');
@@ -139,6 +184,12 @@ export class AiRouter {
     );
     this.pollTimer = setInterval(() => this.onPoll(), this.options.pollIntervalMs);
     this.pollTimer.unref();
+    this.deps.metrics?.concurrencyLimit.set(this.adaptive.value);
+    if (this.options.loadShedding.maxEventLoopDelayMs > 0) {
+      this.sampler = this.deps.eventLoopDelay ?? eventLoopDelaySampler();
+      this.loadTimer = setInterval(() => this.evaluateLoad(), this.options.loadShedding.intervalMs);
+      this.loadTimer.unref();
+    }
     const windowMs = this.options.recovery.windowMs;
     this.recovery =
       windowMs > 0
@@ -160,8 +211,13 @@ export class AiRouter {
     this.members.clear();
     if (this.pollTimer) clearInterval(this.pollTimer);
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    if (this.loadTimer) clearInterval(this.loadTimer);
     this.pollTimer = null;
     this.wakeTimer = null;
+    this.loadTimer = null;
+    // Only the sampler made here is closed; an injected one belongs to whoever made it.
+    if (this.sampler && this.sampler !== this.deps.eventLoopDelay) this.sampler.close?.();
+    this.sampler = null;
     for (const c of this.inflight.values()) c.abort(new Error('AI router stopping'));
     while (this.tasks.size > 0) await Promise.allSettled([...this.tasks]);
     this.running = false;
@@ -173,8 +229,11 @@ export class AiRouter {
     if (this.stopping) return;
     this.history.add(message);
     if (meta.origin !== 'local' || message.msg_type === 'AI_REPLY') return;
-    if (this.intakeInFlight >= this.options.maxIntakeInFlight) {
+    if (this.intakeInFlight >= this.intakeLimit()) {
       // Overloaded: leave it to the rescan of the next poll (the message is stored; nothing is lost).
+      this.intakeDeferred++;
+      if (this.episode) this.episode.deferred++;
+      this.deps.metrics?.intakeDeferred.inc();
       this.rescanFrom(message.created_at);
       return;
     }
@@ -189,6 +248,16 @@ export class AiRouter {
           this.intakeInFlight--;
         }),
     );
+  }
+
+  /**
+   * message.stored events recorded at once: maxIntakeInFlight; while load shedding has cut the
+   * limit, no more than the limit (record inserts share the event loop and the storage pool with
+   * the sends). The rest goes to the rescan, which records one message at a time.
+   */
+  private intakeLimit(): number {
+    const limit = this.adaptive.value;
+    return limit < this.options.concurrency ? Math.min(limit, this.options.maxIntakeInFlight) : this.options.maxIntakeInFlight;
   }
 
   /** The next poll rescans from `createdAt` (the earliest such time wins). */
@@ -330,6 +399,46 @@ export class AiRouter {
     this.kick();
   }
 
+  /**
+   * One load-shedding step (every loadShedding.intervalMs; public for tests): reads the
+   * event-loop delay of the last interval and halves the limit when it is above
+   * maxEventLoopDelayMs, else raises it (AdaptiveLimit). Logs at info when shedding begins
+   * and ends, at debug in between. Returns the new limit.
+   */
+  evaluateLoad(): number {
+    if (!this.sampler || this.stopping) return this.adaptive.value;
+    const delayMs = this.sampler.sample();
+    const before = this.adaptive.value;
+    const limit = this.adaptive.update(delayMs);
+    this.lastDelayMs = delayMs;
+    this.deps.metrics?.eventLoopDelay.set(delayMs / 1000);
+    if (limit === before) return limit;
+    this.deps.metrics?.concurrencyLimit.set(limit);
+    const { concurrency, loadShedding } = this.options;
+    const fields = { limit, concurrency, event_loop_delay_ms: Math.round(delayMs * 10) / 10, max_event_loop_delay_ms: loadShedding.maxEventLoopDelayMs };
+    if (before === concurrency) {
+      this.episode = { since: this.deps.clock.now().getTime(), lowest: limit, deferred: 0 };
+      this.deps.logger.info(fields, 'AI load shedding: the event loop is delayed, fewer records are worked at once (the rest wait in storage)');
+    } else if (limit === concurrency) {
+      const episode = this.episode;
+      this.episode = null;
+      this.deps.logger.info(
+        {
+          ...fields,
+          shed_for_ms: episode ? this.deps.clock.now().getTime() - episode.since : undefined,
+          lowest_limit: episode?.lowest,
+          intake_deferred: episode?.deferred,
+        },
+        'AI load shedding ended: records are worked at full concurrency again',
+      );
+    } else {
+      if (this.episode && limit < this.episode.lowest) this.episode.lowest = limit;
+      this.deps.logger.debug(fields, 'AI load shedding: limit changed');
+    }
+    if (limit > before) this.kick(); // the new slots take pending records at once
+    return limit;
+  }
+
   /** Claims and starts due records now (coalesced: one claim loop at a time). */
   kick(): void {
     if (!this.running || this.stopping) return;
@@ -356,7 +465,8 @@ export class AiRouter {
         return;
       }
       const halfOpen = this.breaker.state === 'half-open';
-      const free = halfOpen ? (this.inflight.size === 0 ? 1 : 0) : this.options.concurrency - this.inflight.size;
+      // The adaptive limit, not `concurrency`: records beyond it stay pending in storage until it rises.
+      const free = halfOpen ? (this.inflight.size === 0 ? 1 : 0) : this.adaptive.value - this.inflight.size;
       if (free <= 0) return;
       const now = this.deps.clock.now().getTime();
       // A new lease owner per claim: records this instance is working (leased by earlier claims) are

@@ -11,11 +11,16 @@ import type { AiInteractionRecord, Message } from '../../kernel/domain.js';
 import { definePlugin, type Plugin } from '../../kernel/plugin.js';
 import type { Storage } from '../../kernel/ports/storage.port.js';
 import { MemoryStorage } from '../../adapters/storage/memory/memory.storage.js';
+import type { Logger } from '../../kernel/logger.js';
 import '../../plugins/ai-router/ai-router.public.js';
+import { aiRouterOptionsSchema } from '../../plugins/ai-router/ai-router.schema.js';
 import { CircuitBreaker, retryDelayMs } from '../../plugins/ai-router/circuit-breaker.js';
+import { AdaptiveLimit, eventLoopDelaySampler, type EventLoopDelaySampler } from '../../plugins/ai-router/load-shedding.js';
+import { validateOptions } from '../../lib/validate.js';
 import { admin, as, bootKernel, seedGroup, type Booted } from '../helpers/boot.js';
-import { startFakeAi, waitFor, type FakeAi } from '../helpers/fake-ai.js';
+import { startFakeAi, waitFor, type FakeAi, type FakeAiAnswer } from '../helpers/fake-ai.js';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
+import { recordingLogger, type LogLine } from '../helpers/logger.js';
 import { createTestDatabase } from '../helpers/services.js';
 
 type Frame = { type: string; status?: string; group_id?: string; user_message_id?: string } & Record<string, unknown>;
@@ -31,6 +36,9 @@ const FAST = {
   pollIntervalMs: 50,
   leaseMs: 10_000,
   breaker: { failureThreshold: 1000, resetMs: 100 },
+  // Off: the real event-loop delay of a busy test machine must not change these tests. The
+  // load-shedding tests turn it on with a delay they set by hand (loadSheddingUnit).
+  loadShedding: { maxEventLoopDelayMs: 0 },
 };
 
 const CORE = ['auth', 'users', 'groups', 'chat'];
@@ -41,6 +49,9 @@ interface AiBoot {
   ai?: Record<string, unknown>;
   router?: Record<string, unknown>;
   storageUnit?: Plugin<unknown>;
+  /** More units (after the configured ones). */
+  units?: Plugin<unknown>[];
+  logger?: Logger;
   http?: boolean;
   config?: Record<string, unknown>;
 }
@@ -66,7 +77,7 @@ async function boot(t: Test, fake: FakeAi | null, o: AiBoot = {}): Promise<Boote
     'ai-router': { ...FAST, ...(o.router ?? {}) },
     ...(o.config ?? {}),
   };
-  const opts = { plugins, adapters, config, extraUnits: o.storageUnit ? [o.storageUnit] : [] };
+  const opts = { plugins, adapters, config, logger: o.logger, extraUnits: [...(o.storageUnit ? [o.storageUnit] : []), ...(o.units ?? [])] };
   let booted: Booted;
   let baseUrl: string | undefined;
   if (o.http) {
@@ -901,4 +912,234 @@ t.test('a record in flight is not started again by later claims', async (t) => {
   t.equal((await aiReplies(c, 'g1')).length, 4);
   const records = await c.storage.aiRecords.list({ limit: 10 });
   t.ok(records.every((r) => r.lease_owner === null && r.lease_until === null), 'no lease left behind');
+});
+
+// ---------------------------------------------------------------- load shedding
+
+/** An event-loop delay the test sets by hand. */
+class ManualDelay implements EventLoopDelaySampler {
+  ms = 0;
+  sample(): number {
+    return this.ms;
+  }
+}
+
+/** Registers the router's event-loop delay source (as `aiEventLoopDelay`). */
+function loadSheddingUnit(sampler: EventLoopDelaySampler): Plugin<unknown> {
+  return definePlugin({
+    name: 'test-event-loop-delay',
+    register({ container }) {
+      container.register({ aiEventLoopDelay: asValue(sampler) });
+    },
+  });
+}
+
+/** On, with the router's own timer out of the way (a minute): the tests call evaluateLoad() themselves. */
+const SHEDDING = { maxEventLoopDelayMs: 50, intervalMs: 60_000 };
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+t.test('load shedding: AdaptiveLimit halves and raises; the default sampler sees a blocked event loop', async (t) => {
+  const l = new AdaptiveLimit(8, 50);
+  t.equal(l.step, 1, '5 % of 8, at least 1');
+  t.same(
+    [51, 100, 100, 100, 50, 0, 0, 0, 0, 0, 0, 0].map((d) => l.update(d)),
+    [4, 2, 1, 1, 2, 3, 4, 5, 6, 7, 8, 8],
+    'above the threshold: halved, never below 1; at or below: +1, never above concurrency',
+  );
+  const big = new AdaptiveLimit(1000, 50);
+  t.equal(big.step, 50, '5 % of 1000: back from the floor in about 20 intervals');
+  t.same(
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map(() => big.update(80)),
+    [500, 250, 125, 62, 31, 15, 7, 3, 1, 1],
+  );
+  t.same([big.update(0), big.update(0)], [51, 101]);
+
+  const sampler = eventLoopDelaySampler();
+  t.teardown(() => sampler.close?.());
+  t.equal(sampler.sample(), 0, 'nothing measured yet: 0');
+  await sleep(50);
+  sampler.sample(); // a new interval starts here
+  const until = performance.now() + 150;
+  while (performance.now() < until); // the event loop blocked for 150 ms
+  await sleep(30);
+  const ms = sampler.sample();
+  t.ok(ms >= 100, `a 150 ms block is measured (${ms.toFixed(1)} ms)`);
+  t.equal(sampler.sample(), 0, 'the next interval starts empty');
+
+  // Without an injected source the router measures this process.
+  const fake = await startFakeAi(t);
+  const { c } = await boot(t, fake, { router: { loadShedding: { maxEventLoopDelayMs: 50, intervalMs: 60_000 } } });
+  const limit = c.aiRouter.evaluateLoad();
+  t.ok(limit >= 1 && limit <= 8, `a limit within 1..concurrency (${limit})`);
+  t.type(c.aiRouter.load.eventLoopDelayMs, 'number', 'the measured delay is exposed');
+});
+
+t.test('load shedding: a delayed event loop cuts the records worked at once; the rest wait pending and are worked when it falls', async (t) => {
+  const delay = new ManualDelay();
+  const logs: LogLine[] = [];
+  const fake = await startFakeAi(t);
+  const plugins = PLUGINS.metrics ? [...CORE, 'metrics', 'ai-router'] : [...CORE, 'ai-router'];
+  const { c } = await boot(t, fake, {
+    plugins,
+    router: { concurrency: 4, loadShedding: SHEDDING },
+    units: [loadSheddingUnit(delay)],
+    logger: recordingLogger(logs),
+  });
+  // The AI holds every call until the test lets it answer; each arrival notes the calls held then (itself included) and the limit.
+  const held: Array<() => void> = [];
+  let open = false;
+  const arrivals: Array<{ calls: number; limit: number }> = [];
+  fake.respond((req) => {
+    arrivals.push({ calls: fake.pending, limit: c.aiRouter.load.limit });
+    const answer: FakeAiAnswer = { body: { reply: `re: ${req.json.message.msg_content}` } };
+    return open ? answer : new Promise<FakeAiAnswer>((resolve) => held.push(() => resolve(answer)));
+  });
+  t.same(c.aiRouter.load, { limit: 4, concurrency: 4, eventLoopDelayMs: null, shedding: false, intakeDeferred: 0 }, 'full concurrency at start');
+
+  delay.ms = 200;
+  t.equal(c.aiRouter.evaluateLoad(), 2, 'a delay above maxEventLoopDelayMs halves the limit');
+  t.equal(c.aiRouter.evaluateLoad(), 1, 'and halves it again');
+  t.equal(c.aiRouter.evaluateLoad(), 1, 'never below 1');
+  t.match(c.aiRouter.load, { limit: 1, eventLoopDelayMs: 200, shedding: true });
+
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  const msgs: Message[] = [];
+  for (let i = 0; i < 6; i++) msgs.push(await send(c, 'p1', 'g1', `m${i}`));
+  await waitFor(async () => (await c.storage.aiRecords.list({ limit: 100 })).length === 6, 'a record per message (at once or by the rescan)');
+  await fake.waitForRequests(1);
+  const leased = async (): Promise<number> => (await c.storage.aiRecords.list({ limit: 100 })).filter((r) => r.lease_owner !== null).length;
+  const records = await c.storage.aiRecords.list({ limit: 100 });
+  t.equal(records.filter((r) => r.status === 0).length, 6, 'all six pending');
+  t.equal(await leased(), 1, 'one worked, five wait unclaimed in storage');
+  t.equal(fake.requests.length, 1, 'one call');
+
+  delay.ms = 5;
+  t.equal(c.aiRouter.evaluateLoad(), 2, 'a delay at or below the threshold raises the limit (by 5 % of concurrency, at least 1)');
+  await fake.waitForRequests(2);
+  t.equal(await leased(), 2, 'the new slot takes a pending record at once');
+  t.equal(c.aiRouter.evaluateLoad(), 3);
+  t.equal(c.aiRouter.evaluateLoad(), 4, 'back to concurrency');
+  t.equal(c.aiRouter.evaluateLoad(), 4, 'never above it');
+  await fake.waitForRequests(4);
+  t.equal(fake.pending, 4, 'four calls at once again');
+  t.match(c.aiRouter.load, { limit: 4, eventLoopDelayMs: 5, shedding: false });
+
+  open = true;
+  for (const release of held.splice(0)) release();
+  for (const m of msgs) await finalRecord(c, m.message_id);
+  t.ok(
+    arrivals.every((a) => a.calls <= a.limit),
+    `never more calls at once than the limit (${JSON.stringify(arrivals)})`,
+  );
+  t.equal((await aiReplies(c, 'g1')).length, 6, 'every message answered once');
+  t.equal(new Set(fake.requests.map((r) => r.headers['idempotency-key'])).size, 6, 'one call per record');
+
+  const shedding = logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('AI load shedding'));
+  t.same(
+    shedding.filter((l) => l.level === 'info').map((l) => ({ limit: l.limit, concurrency: l.concurrency, lowest_limit: l.lowest_limit })),
+    [
+      { limit: 2, concurrency: 4, lowest_limit: undefined },
+      { limit: 4, concurrency: 4, lowest_limit: 1 },
+    ],
+    'info when shedding begins and ends, not at every change',
+  );
+  t.match(shedding.find((l) => l.level === 'info'), { plugin: 'ai-router', event_loop_delay_ms: 200, max_event_loop_delay_ms: 50 });
+  t.equal(shedding.filter((l) => l.level === 'debug').length, 3, 'the changes in between at debug');
+  if (PLUGINS.metrics) {
+    const text = await c.metricsRegistry.metrics();
+    t.match(text, /\nim_ai_concurrency_limit 4\n/);
+    t.match(text, /\nim_ai_event_loop_delay_seconds 0\.005\n/);
+    t.match(text, /\nim_ai_intake_deferred_total \d+\n/);
+  }
+});
+
+t.test('load shedding: nothing is lost: events over the cut intake limit are recorded by the rescan, every record ends done', async (t) => {
+  // The first record insert (the first message's intake) waits until the test lets it go.
+  const inner = new MemoryStorage();
+  let insertHeld!: () => void;
+  const held = new Promise<void>((r) => (insertHeld = r));
+  let releaseInsert!: () => void;
+  const gate = new Promise<void>((r) => (releaseInsert = r));
+  let first = true;
+  const aiRecords = new Proxy(inner.aiRecords, {
+    get(target, prop, receiver) {
+      const v: unknown = Reflect.get(target, prop, receiver);
+      if (typeof v !== 'function') return v;
+      if (prop === 'createIfAbsent') {
+        return async (...args: Parameters<typeof target.createIfAbsent>) => {
+          if (first) {
+            first = false;
+            insertHeld();
+            await gate;
+          }
+          return target.createIfAbsent(...args);
+        };
+      }
+      return (...args: unknown[]) => (v as (...a: unknown[]) => unknown).apply(target, args);
+    },
+  });
+  const storage: Storage = {
+    users: inner.users,
+    groups: inner.groups,
+    members: inner.members,
+    messages: inner.messages,
+    aiRecords,
+    transaction: (work) => inner.transaction(work),
+    ping: () => inner.ping(),
+  };
+  const delay = new ManualDelay();
+  const fake = await startFakeAi(t);
+  let most = 0;
+  fake.respond((req) => {
+    most = Math.max(most, fake.pending);
+    return { delayMs: 2, body: { reply: `re: ${req.json.message.msg_content}` } };
+  });
+  const { c } = await boot(t, fake, {
+    storageUnit: sharedStorageUnit(storage),
+    // A rescan examines at most 5 messages: the rest is left to the next poll's.
+    router: { concurrency: 4, loadShedding: SHEDDING, recovery: { windowMs: 60_000, maxMessages: 5, batchSize: 2 } },
+    units: [loadSheddingUnit(delay)],
+  });
+  delay.ms = 500;
+  c.aiRouter.evaluateLoad();
+  c.aiRouter.evaluateLoad();
+  t.equal(c.aiRouter.load.limit, 1, 'cut to 1: one record worked and one event recorded at once');
+
+  await seedGroup(c, 'g1', ['p1', 'p2', 'ai1']);
+  const m0 = await send(c, 'p1', 'g1', 'first');
+  await held; // m0's intake holds the one intake slot
+  const rest: Message[] = [];
+  for (let i = 1; i <= 20; i++) rest.push(await send(c, i % 2 === 1 ? 'p1' : 'p2', 'g1', `m${i}`));
+  await waitFor(() => c.aiRouter.load.intakeDeferred === 20, 'the other 20 events left to the rescan');
+  // Still shedding: the rescans record them (in passes of 5) and they are worked one at a time.
+  for (const m of rest) await finalRecord(c, m.message_id);
+  t.equal(c.aiRouter.load.limit, 1, 'all while the limit stayed at 1');
+  releaseInsert();
+  await finalRecord(c, m0.message_id);
+
+  const records = await c.storage.aiRecords.list({ limit: 100 });
+  t.equal(records.length, 21, 'one record per message');
+  t.ok(records.every((r) => r.status === 1 && r.lease_owner === null), 'every record done, no lease left');
+  t.equal((await aiReplies(c, 'g1')).length, 21, 'every message answered once');
+  t.equal(new Set(fake.requests.map((r) => r.headers['idempotency-key'])).size, 21, 'one call per record');
+  t.equal(most, 1, 'never more than one call at once');
+
+  delay.ms = 0;
+  for (let i = 0; i < 3; i++) c.aiRouter.evaluateLoad();
+  t.match(c.aiRouter.load, { limit: 4, shedding: false, intakeDeferred: 20 });
+});
+
+t.test('load shedding settings: on by default, and bad values fail the start with the setting named', async (t) => {
+  t.same(validateOptions(aiRouterOptionsSchema, {}).loadShedding, { maxEventLoopDelayMs: 50, intervalMs: 500 }, 'defaults: 50 ms, every 500 ms');
+  t.same(validateOptions(aiRouterOptionsSchema, { loadShedding: { maxEventLoopDelayMs: 0 } }).loadShedding, { maxEventLoopDelayMs: 0, intervalMs: 500 }, '0 = off');
+  const start = (loadShedding: unknown): Promise<Booted> =>
+    bootKernel(t, { plugins: [...CORE, 'ai-router'], adapters: { storage: 'memory' }, config: { 'ai-router': { loadShedding } } });
+  await t.rejects(start({ maxEventLoopDelayMs: -1 }), { message: 'ai-router: loadShedding.maxEventLoopDelayMs: must be greater than or equal to 0' });
+  await t.rejects(start({ maxEventLoopDelayMs: 'fast' }), { message: 'ai-router: loadShedding.maxEventLoopDelayMs: must be a number' });
+  await t.rejects(start({ maxEventLoopDelayMs: 2.5 }), { message: 'ai-router: loadShedding.maxEventLoopDelayMs: must be an integer' });
+  await t.rejects(start({ intervalMs: 10 }), { message: 'ai-router: loadShedding.intervalMs: must be greater than or equal to 50' });
+  await t.rejects(start({ intervalMs: 600_000 }), { message: 'ai-router: loadShedding.intervalMs: must be less than or equal to 60000' });
+  await t.rejects(start({ thresholdMs: 50 }), { message: 'ai-router: loadShedding.thresholdMs: is not allowed' });
+  await t.rejects(start(true), { message: 'ai-router: loadShedding: must be of type object' });
 });
