@@ -5,6 +5,7 @@ import { api, bootHttp, tokenFor } from '../helpers/http.js';
 import { connectWs, tryUpgrade, type Frame, type WsTestClient } from '../helpers/ws-client.js';
 import type { Cradle } from '../../kernel/container.js';
 import type { Message } from '../../kernel/domain.js';
+import { Writable } from 'node:stream';
 import { WebSocket } from 'ws';
 import { silentLogger } from '../../kernel/logger.js';
 import { WsHub } from '../../plugins/ws/ws-hub.service.js';
@@ -277,6 +278,45 @@ t.test('liveness: a round over many sockets is sliced, never one long stall', as
   t.equal(pings, 1000, 'every socket pinged once by the end of the round');
   await hub.sweep(0);
   t.equal(hub.count(), 0, 'sockets that did not answer the previous round are terminated');
+});
+
+t.test('frames written to one socket in one tick leave in one write, in order', async (t) => {
+  const hub = new WsHub({ maxBufferedBytes: 1 << 20 }, silentLogger, null);
+  const writes: string[][] = [];
+  const raw = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      writes.push([chunk.toString()]);
+      cb();
+    },
+    writev(chunks, cb) {
+      writes.push(chunks.map((c) => String(c.chunk)));
+      cb();
+    },
+  });
+  // the part of a ws socket the hub uses: readyState, bufferedAmount, send through the net socket
+  const socket = {
+    readyState: WebSocket.OPEN,
+    _socket: raw,
+    get bufferedAmount() {
+      return raw.writableLength;
+    },
+    send: (data: Buffer) => raw.write(data),
+  } as unknown as WebSocket;
+  const conn = hub.add('u1', socket);
+  hub.loaded(conn, ['g1']);
+  for (let i = 0; i < 3; i++) hub.fanout('g1', { type: 'n', i });
+  hub.sendTo(conn, { type: 'ack', i: 3 });
+  t.same(writes, [], 'nothing written before the tick ends');
+  await new Promise((r) => setImmediate(r));
+  t.equal(writes.length, 1, 'one write for the tick');
+  t.same(
+    writes[0]!.map((w) => (JSON.parse(w) as { i: number }).i),
+    [0, 1, 2, 3],
+    'the four frames, in the order written',
+  );
+  hub.fanout('g1', { type: 'n', i: 4 });
+  await new Promise((r) => setImmediate(r));
+  t.equal(writes.length, 2, 'a later tick is its own write');
 });
 
 t.test('back-pressure: a client that does not read is cut off, the others are not delayed', async (t) => {
