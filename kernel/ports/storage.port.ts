@@ -140,6 +140,20 @@ export interface Repositories {
 
 /** The storage port: repositories plus a unit of work. */
 export interface Storage extends Repositories {
+  /**
+   * The same repositories, for work no user is waiting on (the AI router's
+   * records, reads and recovery scans): it must never delay sends. On
+   * PostgreSQL it runs on a small pool of its own (`storage.pool.backgroundMax`),
+   * so a burst of it never queues ahead of appends for a connection; appends
+   * made through it join the same group commit. Its other writes may be
+   * committed without waiting for the disk (PostgreSQL: synchronous_commit
+   * off): a database crash can lose the last fraction of a second of them,
+   * never half of one, and never one older than a durable commit made after
+   * it. Use it only for work that is found again or redone after such a loss
+   * (the AI records: the recovery scan, and replies idempotent per record).
+   * Elsewhere it is the storage itself.
+   */
+  readonly background: Repositories;
   /** Runs `work` in one transaction: every repository call on `tx` commits together or not at all. */
   transaction<T>(work: (tx: Repositories) => Promise<T>): Promise<T>;
   /** Resolves when the store is reachable; throws UnavailableError otherwise. */

@@ -7,7 +7,7 @@ import { AppError, ForbiddenError, NotFoundError } from '../../kernel/errors.js'
 import type { Logger } from '../../kernel/logger.js';
 import { AiCallError, type AiCallInput, type AiCallResult, type AiProvider } from '../../kernel/ports/ai-provider.port.js';
 import type { ChatService, Principal } from '../../kernel/ports/services.port.js';
-import type { AiRecordPatch, Storage } from '../../kernel/ports/storage.port.js';
+import type { AiRecordPatch, Repositories, Storage } from '../../kernel/ports/storage.port.js';
 import { validate } from '../../lib/validate.js';
 import type { AiStatusFrame } from './ai-router.public.js';
 import { interactionsQuerySchema, type AiRouterOptions } from './ai-router.schema.js';
@@ -93,6 +93,8 @@ function publicRecord(r: AiInteractionRecord): PublicAiRecord {
 export class AiRouter {
   private readonly breaker: CircuitBreaker;
   private readonly limit: LimitFunction;
+  /** The router's own storage work (records, reads, scans): on the background lane, never ahead of sends. */
+  private readonly store: Repositories;
   /** How many records are worked at once now: `concurrency`, cut while the event loop is delayed. */
   private readonly adaptive: AdaptiveLimit;
   private sampler: EventLoopDelaySampler | null = null;
@@ -136,10 +138,11 @@ export class AiRouter {
     readonly options: AiRouterOptions,
   ) {
     this.limit = pLimit(options.concurrency);
+    this.store = deps.storage.background;
     this.adaptive = new AdaptiveLimit(options.concurrency, options.loadShedding.maxEventLoopDelayMs);
-    this.members = new MembersCache(deps.storage, () => deps.clock.now().getTime(), options.membersCacheMs, options.membersCacheSize);
+    this.members = new MembersCache(deps.storage.background, () => deps.clock.now().getTime(), options.membersCacheMs, options.membersCacheSize);
     const keep = Math.max(options.historySize, options.doctorPauseMs > 0 ? PAUSE_LOOKBACK + 1 : 0) + HISTORY_SLACK;
-    this.history = new HistoryCache(deps.storage, keep, HISTORY_MAX_MESSAGES, HISTORY_MAX_CHARS);
+    this.history = new HistoryCache(deps.storage.background, keep, HISTORY_MAX_MESSAGES, HISTORY_MAX_CHARS);
     this.leasePrefix = `${deps.instanceId}#${Math.random().toString(36).slice(2, 8)}.`;
     this.rereadAfterMs = (options.leaseMs - options.attemptTimeoutMs) / 2;
     this.breaker = new CircuitBreaker(options.breaker, () => deps.clock.now().getTime(), (state) => {
@@ -272,7 +275,7 @@ export class AiRouter {
       if (decision.reason === 'paused' && live) this.notify(message.group_id, message.message_id, 'paused');
       return false;
     }
-    const { created, record } = await this.deps.storage.aiRecords.createIfAbsent({
+    const { created, record } = await this.store.aiRecords.createIfAbsent({
       record_id: this.deps.ids.next(),
       group_id: message.group_id,
       user_message_id: message.message_id,
@@ -304,7 +307,7 @@ export class AiRouter {
   /** The group's members: cached while the router hears the membership events, else read. */
   private async groupMembers(groupId: string): Promise<GroupMembers> {
     if (this.unsubscribes.length > 0) return this.members.get(groupId);
-    return groupMembers(await this.deps.storage.members.list(groupId));
+    return groupMembers(await this.store.members.list(groupId));
   }
 
   /** A DOCTOR member wrote in the group within doctorPauseMs before this message (looking back at most PAUSE_LOOKBACK messages). */
@@ -318,7 +321,7 @@ export class AiRouter {
     for (let seq = message.seq - 1; seq >= floor; seq--) {
       const m = this.history.at(message.group_id, seq);
       if (!m) {
-        const page = await this.deps.storage.messages.list(message.group_id, { before_seq: message.seq, limit: PAUSE_LOOKBACK });
+        const page = await this.store.messages.list(message.group_id, { before_seq: message.seq, limit: PAUSE_LOOKBACK });
         this.history.remember(message.group_id, page.messages);
         for (let i = page.messages.length - 1; i >= 0; i--) {
           const p = page.messages[i]!;
@@ -349,7 +352,7 @@ export class AiRouter {
     let complete = false;
     while ((examined < maxMessages || cursor === since) && !this.stopping) {
       const limit = batchSize + seenAtCursor.size;
-      const batch = await this.deps.storage.messages.listRecent(cursor, limit);
+      const batch = await this.store.messages.listRecent(cursor, limit);
       const fresh = batch.filter((m) => !(m.created_at === cursor && seenAtCursor.has(m.message_id)));
       if (fresh.length === 0) {
         complete = true;
@@ -475,7 +478,7 @@ export class AiRouter {
       this.finishedDuringClaim = finished;
       let claimed: AiInteractionRecord[];
       try {
-        claimed = await this.deps.storage.aiRecords.claimDue({
+        claimed = await this.store.aiRecords.claimDue({
           owner: `${this.leasePrefix}${(++this.claims).toString(36)}`,
           now: new Date(now).toISOString(),
           lease_until: new Date(now + this.options.leaseMs).toISOString(),
@@ -527,7 +530,7 @@ export class AiRouter {
 
   /** One attempt on a claimed record, and its outcome written to the record. */
   private async attempt(claimed: AiInteractionRecord, claimedAt: number, ctrl: AbortController): Promise<void> {
-    const { storage, clock, provider } = this.deps;
+    const { clock, provider } = this.deps;
     if (!provider || ctrl.signal.aborted) {
       this.breaker.release();
       await this.releaseLease(claimed.record_id);
@@ -537,14 +540,14 @@ export class AiRouter {
     // can have touched it. After a long wait for a slot, re-read: it must still be pending and ours.
     let record = claimed;
     if (clock.now().getTime() - claimedAt > this.rereadAfterMs) {
-      const current = await storage.aiRecords.get(claimed.record_id);
+      const current = await this.store.aiRecords.get(claimed.record_id);
       if (!current || current.status !== AI_STATUS.PENDING || current.lease_owner !== claimed.lease_owner) {
         this.breaker.release();
         return;
       }
       record = current;
     }
-    const message = this.history.find(record.group_id, record.user_message_id) ?? (await storage.messages.get(record.user_message_id));
+    const message = this.history.find(record.group_id, record.user_message_id) ?? (await this.store.messages.get(record.user_message_id));
     if (!message) {
       this.breaker.release();
       await this.finishFailed(record, record.attempts, 'the user message no longer exists', {}, null);
@@ -704,7 +707,7 @@ export class AiRouter {
   // ---------------------------------------------------------------- helpers
 
   private async patch(recordId: string, patch: Omit<AiRecordPatch, 'updated_at'>): Promise<void> {
-    await this.deps.storage.aiRecords.update(recordId, { ...patch, updated_at: this.deps.clock.nowIso() });
+    await this.store.aiRecords.update(recordId, { ...patch, updated_at: this.deps.clock.nowIso() });
   }
 
   private async releaseLease(recordId: string): Promise<void> {

@@ -1,5 +1,5 @@
 import type { Member, Message, User } from '../../kernel/domain.js';
-import type { Storage } from '../../kernel/ports/storage.port.js';
+import type { Repositories } from '../../kernel/ports/storage.port.js';
 
 /** A group's members as the router reads them: the list, by user id, and the AI_ASSISTANT member. */
 export interface GroupMembers {
@@ -43,7 +43,7 @@ export class MembersCache {
   private epoch = 0;
 
   constructor(
-    private readonly storage: Storage,
+    private readonly storage: Repositories,
     private readonly nowMs: () => number,
     private readonly ttlMs: number,
     private readonly maxGroups: number,
@@ -148,7 +148,7 @@ export class HistoryCache {
   private chars = 0;
 
   constructor(
-    private readonly storage: Storage,
+    private readonly storage: Repositories,
     private readonly keep: number,
     private readonly maxMessages: number,
     private readonly maxChars: number,

@@ -286,6 +286,19 @@ export async function storageContract(t: Test, name: string, makeStorage: MakeSt
       t.equal((await s.messages.append(msg('g1', 'u1'))).message.seq, 2);
     });
 
+    t.test('background: the same repositories, the same data', async (t) => {
+      const s = await makeStorage(t);
+      await seed(s);
+      const bg = s.background;
+      const a = (await s.messages.append(msg('g1', 'u1'))).message;
+      const b = (await bg.messages.append(msg('g1', 'doc1'))).message;
+      t.equal(b.seq, a.seq + 1, 'an append through the background view takes the next seq of the group');
+      t.same((await bg.messages.list('g1', { limit: 10 })).messages, [a, b], 'history read in the background');
+      t.same(await s.messages.get(b.message_id), b, 'and in the foreground');
+      t.same(await bg.members.get('g1', 'doc1'), await s.members.get('g1', 'doc1'));
+      t.same(await bg.users.getMany(['u1']), await s.users.getMany(['u1']));
+    });
+
     t.test('aiRecords: createIfAbsent, get, update, list, claimDue', async (t) => {
       const s = await makeStorage(t);
       await seed(s);

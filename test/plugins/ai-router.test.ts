@@ -741,6 +741,9 @@ function countingStorage(inner: Storage): { storage: Storage; counts: Map<string
       return inner.transaction(work);
     },
     ping: () => inner.ping(),
+    get background() {
+      return storage;
+    },
   };
   return { storage, counts, reset: () => counts.clear() };
 }
@@ -1087,6 +1090,9 @@ t.test('load shedding: nothing is lost: events over the cut intake limit are rec
     aiRecords,
     transaction: (work) => inner.transaction(work),
     ping: () => inner.ping(),
+    get background() {
+      return storage;
+    },
   };
   const delay = new ManualDelay();
   const fake = await startFakeAi(t);

@@ -68,6 +68,8 @@ export class MemoryStorage implements Storage {
   readonly members: Repositories['members'];
   readonly messages: Repositories['messages'];
   readonly aiRecords: Repositories['aiRecords'];
+  /** One process, no pools: background work is ordinary work. */
+  readonly background: Repositories = this;
 
   constructor() {
     // Single operations queue behind a running transaction, so its commit

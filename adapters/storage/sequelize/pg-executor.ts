@@ -3,6 +3,17 @@ import type { Logger } from '../../../kernel/logger.js';
 import { toStorageError } from './sql-errors.js';
 import type { QueryOptions, Row, SqlExecutor, TxHandle } from './sql-executor.js';
 
+/** The pools: appends and other writes, background bookkeeping (on the primary), read replicas. */
+export type PoolRole = 'write' | 'background' | 'read';
+
+/** Connections of one kind of pool: in use, idle, callers waiting for one. */
+export interface PoolStats {
+  pool: PoolRole;
+  using: number;
+  idle: number;
+  waiting: number;
+}
+
 /** Connection settings of one PostgreSQL pool (primary or a read replica). */
 export interface PgPoolSettings {
   url: string;
@@ -31,6 +42,9 @@ export function pgConnection(url: string): { host: string; port: number; user?: 
     database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres',
   };
 }
+
+/** Start-up `options` of every session: timestamps come back in UTC. */
+const SESSION_UTC = '-c TimeZone=UTC';
 
 const TIMESTAMPTZ_OID = 1184;
 const parseTimestamptz = pg.types.getTypeParser(TIMESTAMPTZ_OID, 'text') as (s: string) => Date;
@@ -79,6 +93,8 @@ const MAX_PREPARED = 200;
 export class PgExecutor implements SqlExecutor {
   readonly dialect = 'postgres' as const;
   private readonly primary: pg.Pool;
+  /** Background work (QueryOptions.background) on the primary, on connections of its own. */
+  private readonly background: pg.Pool;
   private readonly replicas: pg.Pool[];
   private nextReplica = 0;
   private readonly names = new Map<string, string>();
@@ -87,16 +103,17 @@ export class PgExecutor implements SqlExecutor {
   private readonly logSql: boolean;
 
   constructor(
-    opts: { primary: PgPoolSettings; replicas: readonly PgPoolSettings[]; prepare: boolean; logSql: boolean },
+    opts: { primary: PgPoolSettings; background: PgPoolSettings; replicas: readonly PgPoolSettings[]; prepare: boolean; logSql: boolean },
     private readonly logger: Logger,
   ) {
     this.prepare = opts.prepare;
     this.logSql = opts.logSql;
     this.primary = this.pool(opts.primary, 'write');
+    this.background = this.pool(opts.background, 'background');
     this.replicas = opts.replicas.map((r) => this.pool(r, 'read'));
   }
 
-  private pool(s: PgPoolSettings, role: 'write' | 'read'): pg.Pool {
+  private pool(s: PgPoolSettings, role: PoolRole): pg.Pool {
     const pool = new pg.Pool({
       ...pgConnection(s.url),
       ...sslOption(s.url),
@@ -106,14 +123,14 @@ export class PgExecutor implements SqlExecutor {
       idleTimeoutMillis: s.idleMs,
       keepAlive: true,
       types: TYPES,
+      // Session settings sent with the connection's start-up packet (no extra round trip, nothing
+      // queued on a fresh client): timestamps in UTC (see timestamptzToIso); background work
+      // committed without waiting for its WAL flush (see QueryOptions.background).
+      options: role === 'background' ? `${SESSION_UTC} -c synchronous_commit=off` : SESSION_UTC,
     });
     // An idle connection that breaks (server restart, terminated backend) is
     // dropped by the pool; without a listener the error would end the process.
     pool.on('error', (err) => this.logger.warn({ err: { message: err.message, code: (err as { code?: string }).code }, pool: role }, 'storage: idle connection lost'));
-    // Timestamps come back in UTC (see timestamptzToIso); queued before any query of the connection.
-    pool.on('connect', (client) => {
-      client.query('SET TimeZone = UTC').catch(() => undefined);
-    });
     return pool;
   }
 
@@ -139,7 +156,8 @@ export class PgExecutor implements SqlExecutor {
     try {
       const config = this.config(sql, bind);
       if (opts.tx) return (await (opts.tx as PgTx).client.query<Row>(config)).rows;
-      const pool = opts.read ? this.readPool() : this.primary;
+      // history reads go to a replica when there is one; background work never to the primary's pool
+      const pool = opts.read && this.replicas.length > 0 ? this.readPool() : opts.background ? this.background : this.primary;
       return (await pool.query<Row>(config)).rows;
     } catch (err) {
       throw toStorageError(err);
@@ -194,17 +212,18 @@ export class PgExecutor implements SqlExecutor {
   }
 
   /** Connections of the primary pool and of the replica pools together: in use, idle, callers waiting for one. */
-  poolStats(): Array<{ pool: 'write' | 'read'; using: number; idle: number; waiting: number }> {
-    const one = (pool: 'write' | 'read', ps: readonly pg.Pool[]) => ({
+  poolStats(): PoolStats[] {
+    const one = (pool: PoolRole, ps: readonly pg.Pool[]) => ({
       pool,
       using: ps.reduce((n, p) => n + p.totalCount - p.idleCount, 0),
       idle: ps.reduce((n, p) => n + p.idleCount, 0),
       waiting: ps.reduce((n, p) => n + p.waitingCount, 0),
     });
-    return this.replicas.length > 0 ? [one('write', [this.primary]), one('read', this.replicas)] : [one('write', [this.primary])];
+    const stats = [one('write', [this.primary]), one('background', [this.background])];
+    return this.replicas.length > 0 ? [...stats, one('read', this.replicas)] : stats;
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.primary, ...this.replicas].map((p) => p.end()));
+    await Promise.all([this.primary, this.background, ...this.replicas].map((p) => p.end()));
   }
 }

@@ -31,7 +31,7 @@ export const sequelizeStorageAdapter = definePlugin<SequelizeStorageOptions>({
     if (registers.length > 0 && storage.dialect === 'postgres') {
       new Gauge({
         name: 'im_storage_pool_connections',
-        help: 'Database pool connections by pool (write/read) and state (in_use/idle/waiting)',
+        help: 'Database pool connections by pool (write/background/read) and state (in_use/idle/waiting)',
         labelNames: ['pool', 'state'] as const,
         registers,
         collect() {

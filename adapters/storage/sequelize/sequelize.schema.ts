@@ -9,7 +9,8 @@ export interface SequelizeStorageOptions {
   migrate: boolean;
   /** PostgreSQL read replicas (URLs) used for history reads. */
   replicas: string[];
-  pool: { max: number; min: number; acquireMs: number; idleMs: number };
+  /** `backgroundMax`: PostgreSQL connections of their own for the AI router's records, so they never queue ahead of appends. */
+  pool: { max: number; min: number; acquireMs: number; idleMs: number; backgroundMax: number };
   /** Log every SQL statement at debug level (never at info: statements carry medical data). */
   logSql: boolean;
   /** PostgreSQL: run statements as named prepared statements (turn off behind a pooler in transaction mode). */
@@ -34,6 +35,7 @@ export const sequelizeStorageOptionsSchema = Joi.object<SequelizeStorageOptions>
     min: Joi.number().integer().min(0).default(0),
     acquireMs: Joi.number().integer().min(100).default(10_000),
     idleMs: Joi.number().integer().min(100).default(10_000),
+    backgroundMax: Joi.number().integer().min(1).max(100).default(2),
   }).default(),
   logSql: Joi.boolean().default(false),
   preparedStatements: Joi.boolean().default(true),

@@ -9,7 +9,7 @@ import { GroupCommit, type GroupCommitStats } from './group-commit.js';
 import { runMigrations } from './migrator.js';
 import { isPostgresUrl, sqlitePath, type SequelizeStorageOptions } from './sequelize.schema.js';
 import { isUnavailable, toStorageError } from './sql-errors.js';
-import { PgExecutor, pgConnection, sslOption } from './pg-executor.js';
+import { PgExecutor, pgConnection, sslOption, type PoolStats } from './pg-executor.js';
 import { SqliteExecutor, type SqlExecutor } from './sql-executor.js';
 import { appendGroupCommit, appendInOwnTransaction, getMembers, sqlRepositories } from './sql-repositories.js';
 
@@ -66,6 +66,7 @@ export class SequelizeStorage implements Storage {
   readonly members: Repositories['members'];
   readonly messages: Repositories['messages'];
   readonly aiRecords: Repositories['aiRecords'];
+  readonly background: Repositories;
 
   constructor(
     private readonly options: SequelizeStorageOptions,
@@ -78,6 +79,7 @@ export class SequelizeStorage implements Storage {
       this.db = new PgExecutor(
         {
           primary: { url: options.url, ...pool },
+          background: { url: options.url, ...pool, max: options.pool.backgroundMax, min: 0 },
           replicas: options.replicas.map((url) => ({ url, ...pool })),
           prepare: options.preparedStatements,
           logSql: options.logSql,
@@ -118,6 +120,8 @@ export class SequelizeStorage implements Storage {
     this.members = this.repos.members;
     this.messages = this.repos.messages;
     this.aiRecords = this.repos.aiRecords;
+    // the same repositories on the background pool (QueryOptions.background); appends join the same group commit
+    this.background = sqlRepositories(this.db, null, (m) => this.commit.submit(m), undefined, true);
   }
 
   /** Connects, sets SQLite pragmas, and applies pending migrations when `migrate` is on. Returns what ran. */
@@ -161,7 +165,7 @@ export class SequelizeStorage implements Storage {
   }
 
   /** Connections of the pool(s): in use, idle, waiting; null for SQLite. */
-  poolStats(): Array<{ pool: 'write' | 'read'; using: number; idle: number; waiting: number }> | null {
+  poolStats(): PoolStats[] | null {
     return this.db instanceof PgExecutor ? this.db.poolStats() : null;
   }
 

@@ -12,6 +12,12 @@ export interface QueryOptions {
   tx?: TxHandle | null;
   /** May be served by a read replica (only history reads: messages.list/get). */
   read?: boolean;
+  /**
+   * Bookkeeping that must never delay sends (the AI router's records): on
+   * PostgreSQL it runs on a small pool of its own (`storage.pool.backgroundMax`),
+   * so a burst of it never queues ahead of appends for a connection.
+   */
+  background?: boolean;
 }
 
 /**

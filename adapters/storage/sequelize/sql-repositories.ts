@@ -379,8 +379,10 @@ export function sqlRepositories(
   tx: TxHandle | null,
   append: (m: NewMessage) => Promise<AppendResult>,
   memberLookup?: (groupId: string, userId: string) => Promise<Member | null>,
+  background = false,
 ): Repositories {
-  const q = (sql: string, bind: readonly unknown[], read = false): Promise<Row[]> => db.query(sql, bind, { tx, read: read && !tx });
+  const q = (sql: string, bind: readonly unknown[], read = false): Promise<Row[]> =>
+    db.query(sql, bind, { tx, read: read && !tx, background: background && !tx });
   const guard = async <T>(p: Promise<T>, ctx: { conflict?: string; missing?: string }): Promise<T> => {
     try {
       return await p;

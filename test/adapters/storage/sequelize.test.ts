@@ -8,7 +8,7 @@ import pg from 'pg';
 import t, { type Test } from 'tap';
 import { parseStorageOptions, type SequelizeStorageOptions } from '../../../adapters/storage/sequelize/sequelize.schema.js';
 import { SequelizeStorage } from '../../../adapters/storage/sequelize/sequelize.storage.js';
-import { sslOption, timestamptzToIso } from '../../../adapters/storage/sequelize/pg-executor.js';
+import { PgExecutor, sslOption, timestamptzToIso } from '../../../adapters/storage/sequelize/pg-executor.js';
 import { ConflictError, UnavailableError } from '../../../kernel/errors.js';
 import { silentLogger } from '../../../kernel/logger.js';
 import { as, bootKernel, seedGroup } from '../../helpers/boot.js';
@@ -145,7 +145,7 @@ t.test('options: validated, errors name the setting', async (t) => {
   const o = parseStorageOptions({ url: 'postgres://u:p@h:5433/db', replicas: ['postgres://h2/db'] });
   t.same(
     { migrate: o.migrate, logSql: o.logSql, pool: o.pool, batch: o.batch },
-    { migrate: true, logSql: false, pool: { max: 10, min: 0, acquireMs: 10_000, idleMs: 10_000 }, batch: { maxSize: 256, concurrency: 2 } },
+    { migrate: true, logSql: false, pool: { max: 10, min: 0, acquireMs: 10_000, idleMs: 10_000, backgroundMax: 2 }, batch: { maxSize: 256, concurrency: 2 } },
     'defaults',
   );
   const { c } = await bootKernel(t, { adapters: { storage: 'sequelize' }, config: { storage: { url: 'sqlite::memory:' } } });
@@ -386,6 +386,59 @@ t.test('postgresql', { skip: pgProbe ? false : 'PostgreSQL unreachable' }, async
     t.equal((await dead.messages.append(msg('g1', 'u1'))).message.seq, 2, 'append uses the primary');
     t.ok(await dead.transaction((tx) => tx.messages.list('g1', { limit: 1 })), 'reads inside a transaction use the primary');
     await dead.ping();
+  });
+
+  t.test('background view: work no user waits on never waits for a write connection', async (t) => {
+    const url = (await createTestDatabase(t))!;
+    const s = await openStorage(t, url, { pool: { max: 1, backgroundMax: 1 }, batch: { concurrency: 1 } });
+    await seed(s);
+    const m = (await s.messages.append(msg('g1', 'u1'))).message;
+    // hold the only write connection, as a burst of appends would
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let holding!: () => void;
+    const isHolding = new Promise<void>((r) => (holding = r));
+    const tx = s.transaction(async () => {
+      holding();
+      await held;
+    });
+    await isHolding;
+    try {
+      const pending = s.users.get('u1');
+      const bg = s.background;
+      const record = await bg.aiRecords.createIfAbsent({
+        record_id: 'rec-bg',
+        group_id: 'g1',
+        user_message_id: m.message_id,
+        ai_service_url: 'http://ai.local/reply',
+        created_at: m.created_at,
+      });
+      t.ok(record.created, 'an AI record is written while the write pool is taken');
+      t.equal((await bg.aiRecords.get('rec-bg'))?.status, 0, 'and read back');
+      t.equal((await bg.members.list('g1')).length, 2, 'members are read');
+      t.equal((await bg.users.getMany(['u1', 'doc1'])).length, 2, 'users are read');
+      t.same((await bg.messages.list('g1', { limit: 5 })).messages, [m], 'history is read');
+      t.equal((await bg.messages.listRecent(m.created_at, 10)).length, 1, 'recovery scans read');
+      const stats = s.poolStats()!;
+      t.match(stats.find((p) => p.pool === 'write'), { using: 1, waiting: 1 }, 'meanwhile a plain read waits for the write pool');
+      t.ok(stats.some((p) => p.pool === 'background'), 'the background pool is listed');
+      release();
+      t.ok(await pending, 'the waiting read completes once the connection is free');
+    } finally {
+      release();
+      await tx;
+    }
+  });
+
+  t.test('sessions: UTC everywhere; background commits do not wait for the WAL flush', async (t) => {
+    const url = (await createTestDatabase(t))!;
+    const pool = { url, max: 1, min: 0, acquireMs: 5000, idleMs: 1000 };
+    const x = new PgExecutor({ primary: pool, background: pool, replicas: [], prepare: false, logSql: false }, silentLogger);
+    t.teardown(() => x.close());
+    t.same(await x.query('SHOW TimeZone', []), [{ TimeZone: 'UTC' }]);
+    t.same(await x.query('SHOW synchronous_commit', []), [{ synchronous_commit: 'on' }], 'appends and every user request: durable at commit');
+    t.same(await x.query('SHOW TimeZone', [], { background: true }), [{ TimeZone: 'UTC' }]);
+    t.same(await x.query('SHOW synchronous_commit', [], { background: true }), [{ synchronous_commit: 'off' }], 'background work: asynchronous commit');
   });
 
   t.test('outage: UnavailableError, nothing half-written, recovery without restart', async (t) => {
