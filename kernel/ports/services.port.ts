@@ -59,4 +59,10 @@ export interface ChatService {
   send(actor: Principal, input: unknown, options: SendOptions): Promise<SendResult>;
   list(actor: Principal, query: unknown): Promise<MessagePage>;
   get(actor: Principal, messageId: string): Promise<Message>;
+  /**
+   * p99 (ms) of the users' sends (every transport but the AI layer's replies)
+   * completed in the last complete half-second, 0 when there were none: what
+   * the AI layer watches to yield to users (ai-router.loadShedding.maxSendP99Ms).
+   */
+  recentSendP99Ms(): number;
 }

@@ -67,6 +67,7 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
             provider: container.hasRegistration('aiProvider') ? c.aiProvider : null,
             metrics,
             ...(container.hasRegistration('aiEventLoopDelay') ? { eventLoopDelay: c.aiEventLoopDelay } : {}),
+            ...(container.hasRegistration('aiSendP99Ms') ? { sendP99Ms: c.aiSendP99Ms } : {}),
           },
           options,
         );

@@ -25,5 +25,7 @@ declare module '../../kernel/container.js' {
      * register one they drive by hand.
      */
     aiEventLoopDelay: EventLoopDelaySampler;
+    /** Optional: where load shedding reads the users' send p99 (ms). Absent, chatService.recentSendP99Ms; tests register their own. */
+    aiSendP99Ms: () => number;
   }
 }

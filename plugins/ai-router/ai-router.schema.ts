@@ -60,6 +60,12 @@ export interface AiRouterOptions {
      * too; the others are left to the rescan of the next poll. 0 = off.
      */
     maxEventLoopDelayMs: number;
+    /**
+     * The same cut when the users' sends got slow: the p99 of sends completed in the
+     * last half-second (AI replies excluded; chatService.recentSendP99Ms) above this (ms).
+     * It sees what the event-loop delay misses (sends queued for the database). 0 = off.
+     */
+    maxSendP99Ms: number;
     /** How often the delay is read and the limit adjusted (ms). */
     intervalMs: number;
   };
@@ -98,6 +104,7 @@ export const aiRouterOptionsSchema = Joi.object<AiRouterOptions>({
   maxIntakeInFlight: Joi.number().integer().min(1).default(1000),
   loadShedding: Joi.object({
     maxEventLoopDelayMs: Joi.number().integer().min(0).max(10_000).default(50),
+    maxSendP99Ms: Joi.number().integer().min(0).max(60_000).default(20),
     intervalMs: Joi.number().integer().min(50).max(60_000).default(500),
   }).default(),
   membersCacheMs: Joi.number().integer().min(0).max(600_000).default(5000),

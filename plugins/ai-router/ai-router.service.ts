@@ -37,6 +37,8 @@ export interface AiRouterDeps {
   };
   /** Where load shedding reads the event-loop delay (default: this process, monitorEventLoopDelay). */
   eventLoopDelay?: EventLoopDelaySampler;
+  /** Where load shedding reads the users' send p99 (ms; default: chatService.recentSendP99Ms). */
+  sendP99Ms?: () => number;
 }
 
 /** Load shedding as the router sees it now (see `AiRouter.load`). */
@@ -46,6 +48,8 @@ export interface AiLoadState {
   concurrency: number;
   /** The event-loop delay of the last interval (ms); null before the first one or when load shedding is off. */
   eventLoopDelayMs: number | null;
+  /** The users' send p99 read at the last interval (ms); null before the first one or when that check is off. */
+  sendP99Ms: number | null;
   /** True while the limit is below `concurrency`. */
   shedding: boolean;
   /** message.stored events left to the rescan instead of being recorded at once, since start. */
@@ -100,6 +104,7 @@ export class AiRouter {
   private sampler: EventLoopDelaySampler | null = null;
   private loadTimer: NodeJS.Timeout | null = null;
   private lastDelayMs: number | null = null;
+  private lastSendP99Ms: number | null = null;
   /** The current shedding episode (limit below concurrency): when it began and the lowest limit. */
   private episode: { since: number; lowest: number; deferred: number } | null = null;
   private intakeDeferred = 0;
@@ -167,6 +172,7 @@ export class AiRouter {
       limit: this.adaptive.value,
       concurrency: this.options.concurrency,
       eventLoopDelayMs: this.lastDelayMs,
+      sendP99Ms: this.lastSendP99Ms,
       shedding: this.adaptive.value < this.options.concurrency,
       intakeDeferred: this.intakeDeferred,
     };
@@ -188,8 +194,9 @@ export class AiRouter {
     this.pollTimer = setInterval(() => this.onPoll(), this.options.pollIntervalMs);
     this.pollTimer.unref();
     this.deps.metrics?.concurrencyLimit.set(this.adaptive.value);
-    if (this.options.loadShedding.maxEventLoopDelayMs > 0) {
-      this.sampler = this.deps.eventLoopDelay ?? eventLoopDelaySampler();
+    const { maxEventLoopDelayMs, maxSendP99Ms } = this.options.loadShedding;
+    if (maxEventLoopDelayMs > 0 || maxSendP99Ms > 0) {
+      if (maxEventLoopDelayMs > 0) this.sampler = this.deps.eventLoopDelay ?? eventLoopDelaySampler();
       this.loadTimer = setInterval(() => this.evaluateLoad(), this.options.loadShedding.intervalMs);
       this.loadTimer.unref();
     }
@@ -409,19 +416,34 @@ export class AiRouter {
    * and ends, at debug in between. Returns the new limit.
    */
   evaluateLoad(): number {
-    if (!this.sampler || this.stopping) return this.adaptive.value;
-    const delayMs = this.sampler.sample();
+    const { concurrency, loadShedding } = this.options;
+    if (!this.running || this.stopping || (loadShedding.maxEventLoopDelayMs === 0 && loadShedding.maxSendP99Ms === 0)) return this.adaptive.value;
+    const delayMs = this.sampler ? this.sampler.sample() : null;
+    const sendP99Ms = loadShedding.maxSendP99Ms > 0 ? (this.deps.sendP99Ms ?? (() => this.deps.chatService.recentSendP99Ms()))() : null;
+    const loopSlow = delayMs !== null && delayMs > loadShedding.maxEventLoopDelayMs;
+    const sendsSlow = sendP99Ms !== null && sendP99Ms > loadShedding.maxSendP99Ms;
     const before = this.adaptive.value;
-    const limit = this.adaptive.update(delayMs);
+    const limit = this.adaptive.next(loopSlow || sendsSlow);
     this.lastDelayMs = delayMs;
-    this.deps.metrics?.eventLoopDelay.set(delayMs / 1000);
+    this.lastSendP99Ms = sendP99Ms;
+    if (delayMs !== null) this.deps.metrics?.eventLoopDelay.set(delayMs / 1000);
     if (limit === before) return limit;
     this.deps.metrics?.concurrencyLimit.set(limit);
-    const { concurrency, loadShedding } = this.options;
-    const fields = { limit, concurrency, event_loop_delay_ms: Math.round(delayMs * 10) / 10, max_event_loop_delay_ms: loadShedding.maxEventLoopDelayMs };
+    const round = (ms: number | null): number | null => (ms === null ? null : Math.round(ms * 10) / 10);
+    const fields = {
+      limit,
+      concurrency,
+      event_loop_delay_ms: round(delayMs),
+      max_event_loop_delay_ms: loadShedding.maxEventLoopDelayMs,
+      send_p99_ms: round(sendP99Ms),
+      max_send_p99_ms: loadShedding.maxSendP99Ms,
+    };
     if (before === concurrency) {
       this.episode = { since: this.deps.clock.now().getTime(), lowest: limit, deferred: 0 };
-      this.deps.logger.info(fields, 'AI load shedding: the event loop is delayed, fewer records are worked at once (the rest wait in storage)');
+      this.deps.logger.info(
+        fields,
+        `AI load shedding: ${loopSlow ? 'the event loop is delayed' : "users' sends are slow"}, fewer records are worked at once (the rest wait in storage)`,
+      );
     } else if (limit === concurrency) {
       const episode = this.episode;
       this.episode = null;

@@ -72,7 +72,12 @@ export class AdaptiveLimit {
 
   /** One evaluation with the delay measured over the last interval; returns the new limit. */
   update(delayMs: number): number {
-    this.current = delayMs > this.thresholdMs ? Math.max(MIN_LIMIT, Math.floor(this.current / 2)) : Math.min(this.max, this.current + this.step);
+    return this.next(delayMs > this.thresholdMs);
+  }
+
+  /** One evaluation: halved when overloaded, else raised by `step`; returns the new limit. */
+  next(overloaded: boolean): number {
+    this.current = overloaded ? Math.max(MIN_LIMIT, Math.floor(this.current / 2)) : Math.min(this.max, this.current + this.step);
     return this.current;
   }
 }

@@ -6,7 +6,13 @@ import type { Clock, IdGenerator } from '../../kernel/clock.js';
 import type { MessagePage, Storage } from '../../kernel/ports/storage.port.js';
 import type { ChatService, Principal, SendOptions, SendResult } from '../../kernel/ports/services.port.js';
 import { validate } from '../../lib/validate.js';
+import { WindowedP99 } from '../../lib/windowed-p99.js';
 import { listMessagesSchema, sendMessageSchema, type ChatOptions } from './chat.schema.js';
+
+/** The transport name of the AI layer's replies: not counted in the send latency the AI layer yields to. */
+const AI_TRANSPORT = 'ai';
+/** Window of recentSendP99Ms (ms). */
+const SEND_LATENCY_WINDOW_MS = 500;
 
 interface Deps {
   storage: Storage;
@@ -24,6 +30,8 @@ export class ChatServiceImpl implements ChatService {
   private readonly limiter: RateLimiterMemory | null;
   /** `${group_id}\u0000${user_id}` -> remembered until (ms); positive answers only. */
   private readonly members = new Map<string, number>();
+  /** Durations of users' sends (AI replies excluded), per window of SEND_LATENCY_WINDOW_MS. */
+  private readonly sendLatency = new WindowedP99(SEND_LATENCY_WINDOW_MS);
 
   constructor(
     private readonly deps: Deps,
@@ -40,6 +48,20 @@ export class ChatServiceImpl implements ChatService {
   }
 
   async send(actor: Principal, input: unknown, options: SendOptions): Promise<SendResult> {
+    if (options.transport === AI_TRANSPORT) return this.store(actor, input, options);
+    const t0 = performance.now();
+    try {
+      return await this.store(actor, input, options);
+    } finally {
+      this.sendLatency.record(performance.now() - t0);
+    }
+  }
+
+  recentSendP99Ms(): number {
+    return this.sendLatency.last().p99Ms;
+  }
+
+  private async store(actor: Principal, input: unknown, options: SendOptions): Promise<SendResult> {
     const v = validate(this.sendSchema, input);
     if (v.msg_type === 'AI_REPLY' && !options.allowAiReply) {
       throw new ValidationError('msg_type AI_REPLY is written only by the AI layer', [

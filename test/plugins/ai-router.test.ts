@@ -16,6 +16,7 @@ import '../../plugins/ai-router/ai-router.public.js';
 import { aiRouterOptionsSchema } from '../../plugins/ai-router/ai-router.schema.js';
 import { CircuitBreaker, retryDelayMs } from '../../plugins/ai-router/circuit-breaker.js';
 import { AdaptiveLimit, eventLoopDelaySampler, type EventLoopDelaySampler } from '../../plugins/ai-router/load-shedding.js';
+import { WindowedP99 } from '../../lib/windowed-p99.js';
 import { validateOptions } from '../../lib/validate.js';
 import { admin, as, bootKernel, seedGroup, type Booted } from '../helpers/boot.js';
 import { startFakeAi, waitFor, type FakeAi, type FakeAiAnswer } from '../helpers/fake-ai.js';
@@ -938,7 +939,7 @@ function loadSheddingUnit(sampler: EventLoopDelaySampler): Plugin<unknown> {
 }
 
 /** On, with the router's own timer out of the way (a minute): the tests call evaluateLoad() themselves. */
-const SHEDDING = { maxEventLoopDelayMs: 50, intervalMs: 60_000 };
+const SHEDDING = { maxEventLoopDelayMs: 50, maxSendP99Ms: 0, intervalMs: 60_000 };
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -998,7 +999,7 @@ t.test('load shedding: a delayed event loop cuts the records worked at once; the
     const answer: FakeAiAnswer = { body: { reply: `re: ${req.json.message.msg_content}` } };
     return open ? answer : new Promise<FakeAiAnswer>((resolve) => held.push(() => resolve(answer)));
   });
-  t.same(c.aiRouter.load, { limit: 4, concurrency: 4, eventLoopDelayMs: null, shedding: false, intakeDeferred: 0 }, 'full concurrency at start');
+  t.same(c.aiRouter.load, { limit: 4, concurrency: 4, eventLoopDelayMs: null, sendP99Ms: null, shedding: false, intakeDeferred: 0 }, 'full concurrency at start');
 
   delay.ms = 200;
   t.equal(c.aiRouter.evaluateLoad(), 2, 'a delay above maxEventLoopDelayMs halves the limit');
@@ -1136,14 +1137,64 @@ t.test('load shedding: nothing is lost: events over the cut intake limit are rec
   t.match(c.aiRouter.load, { limit: 4, shedding: false, intakeDeferred: 20 });
 });
 
+t.test("load shedding: users' slow sends cut the AI work too; the chat reports their p99 per half-second", async (t) => {
+  let sendP99 = 0;
+  const fake = await startFakeAi(t);
+  const { c } = await boot(t, fake, {
+    router: { concurrency: 8, loadShedding: { maxEventLoopDelayMs: 0, maxSendP99Ms: 30, intervalMs: 60_000 } },
+    units: [
+      definePlugin({
+        name: 'test-send-p99',
+        register({ container }) {
+          container.register({ aiSendP99Ms: asValue(() => sendP99) });
+        },
+      }),
+    ],
+  });
+  sendP99 = 45;
+  t.equal(c.aiRouter.evaluateLoad(), 4, 'send p99 above maxSendP99Ms halves the limit');
+  t.match(c.aiRouter.load, { limit: 4, sendP99Ms: 45, eventLoopDelayMs: null, shedding: true });
+  sendP99 = 30;
+  t.equal(c.aiRouter.evaluateLoad(), 5, 'at or below it the limit rises again');
+
+  // the chat's own figure: users' sends of the last complete half-second, AI replies not counted
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  t.equal(c.chatService.recentSendP99Ms(), 0, 'no sends yet: 0');
+  await send(c, 'p1', 'g1', 'hello');
+  await sleep(1100);
+  t.equal(c.chatService.recentSendP99Ms(), 0, 'a window without sends reads 0 again');
+});
+
+t.test('WindowedP99: the last complete window answers, the same for every reader', async (t) => {
+  let now = 0;
+  const w = new WindowedP99(500, () => now);
+  for (let i = 1; i <= 100; i++) w.record(i);
+  t.same(w.last(), { p99Ms: 0, count: 0 }, 'the window in progress is not reported');
+  now = 600;
+  const first = w.last();
+  t.equal(first.count, 100);
+  t.ok(first.p99Ms >= 98 && first.p99Ms <= 100, `p99 of 1..100 ms (${first.p99Ms})`);
+  t.same(w.last(), first, 'asked again: the same answer');
+  w.record(7);
+  now = 1050;
+  t.match(w.last(), { count: 1 }, 'the next window');
+  now = 2600;
+  t.same(w.last(), { p99Ms: 0, count: 0 }, 'after windows without records: 0');
+});
+
 t.test('load shedding settings: on by default, and bad values fail the start with the setting named', async (t) => {
-  t.same(validateOptions(aiRouterOptionsSchema, {}).loadShedding, { maxEventLoopDelayMs: 50, intervalMs: 500 }, 'defaults: 50 ms, every 500 ms');
-  t.same(validateOptions(aiRouterOptionsSchema, { loadShedding: { maxEventLoopDelayMs: 0 } }).loadShedding, { maxEventLoopDelayMs: 0, intervalMs: 500 }, '0 = off');
+  t.same(validateOptions(aiRouterOptionsSchema, {}).loadShedding, { maxEventLoopDelayMs: 50, maxSendP99Ms: 20, intervalMs: 500 }, 'defaults: 50 ms loop delay, 20 ms send p99, every 500 ms');
+  t.same(
+    validateOptions(aiRouterOptionsSchema, { loadShedding: { maxEventLoopDelayMs: 0, maxSendP99Ms: 0 } }).loadShedding,
+    { maxEventLoopDelayMs: 0, maxSendP99Ms: 0, intervalMs: 500 },
+    '0 = off',
+  );
   const start = (loadShedding: unknown): Promise<Booted> =>
     bootKernel(t, { plugins: [...CORE, 'ai-router'], adapters: { storage: 'memory' }, config: { 'ai-router': { loadShedding } } });
   await t.rejects(start({ maxEventLoopDelayMs: -1 }), { message: 'ai-router: loadShedding.maxEventLoopDelayMs: must be greater than or equal to 0' });
   await t.rejects(start({ maxEventLoopDelayMs: 'fast' }), { message: 'ai-router: loadShedding.maxEventLoopDelayMs: must be a number' });
   await t.rejects(start({ maxEventLoopDelayMs: 2.5 }), { message: 'ai-router: loadShedding.maxEventLoopDelayMs: must be an integer' });
+  await t.rejects(start({ maxSendP99Ms: -5 }), { message: 'ai-router: loadShedding.maxSendP99Ms: must be greater than or equal to 0' });
   await t.rejects(start({ intervalMs: 10 }), { message: 'ai-router: loadShedding.intervalMs: must be greater than or equal to 50' });
   await t.rejects(start({ intervalMs: 600_000 }), { message: 'ai-router: loadShedding.intervalMs: must be less than or equal to 60000' });
   await t.rejects(start({ thresholdMs: 50 }), { message: 'ai-router: loadShedding.thresholdMs: is not allowed' });
