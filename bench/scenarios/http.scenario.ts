@@ -80,7 +80,8 @@ export async function runS4(t: Target, o: Options, log: Log): Promise<TargetResu
       maxSockets: 64,
       users,
     });
-  await call(300, 1000); // warm-up
+  // warm-up (JIT, connection pools, and the freshly loaded table's pages: the first pass over them sets hint bits)
+  await call(800, 3000);
   const sw = await sweep({
     target: t,
     start: 1638, // 5,000 ÷ 1.25^5
