@@ -244,18 +244,21 @@ async function runService(o: Options, reports: Map<string, ScenarioReport>, want
       const fake = new FakeAi(200);
       const aiUrl = await fake.start();
       try {
-        const t = await start(
-          'ai',
-          [...core, 'ai-router'],
-          { 'ai-router': { concurrency: 1000, maxIntakeInFlight: 5000, recovery: { windowMs: 0 } } },
-          { IM_AI_URL: aiUrl },
-        );
+        const startAi = (): Promise<Target> =>
+          start('ai', [...core, 'ai-router'], { 'ai-router': { concurrency: 1000, maxIntakeInFlight: 5000, recovery: { windowMs: 0 } } }, { IM_AI_URL: aiUrl });
+        // a fresh service for each further step: the earlier step's pending AI records are abandoned (status 2)
+        const restartAi = async (): Promise<Target> => {
+          await stop();
+          await db.tx([{ sql: 'UPDATE ai_interaction_records SET status = 2 WHERE status = 0', params: [] }]);
+          return startAi();
+        };
+        const t = await startAi();
         await ensureUsers(t, 11_100);
         await ensureS2();
         const s2 = reports.get('S2')!.results.service;
         const rate = s2?.knee?.rate ?? 1311;
         if (!s2?.knee) rep.notes.push(`S2 had no passing step in this run: S7 ran at ${rate}/s`);
-        await guard(rep, 'service', () => runS7(t, o, log, rate, fake, s2));
+        await guard(rep, 'service', () => runS7(t, restartAi, o, log, rate, fake, s2));
         if (o.quick) rep.notes.push('quick run: S7 uses the first 200 of the 1,000 S2 groups (2,000 sockets) at the same rate');
         rep.notes.push('ai-router settings for the bench: concurrency 1000 (200 ms answers × the send rate need that many calls in flight), recovery scan off');
         await stop();
