@@ -79,6 +79,8 @@ const HISTORY_SLACK = 32;
 /** Bounds of the history cache (all groups together). */
 const HISTORY_MAX_MESSAGES = 100_000;
 const HISTORY_MAX_CHARS = 16_000_000;
+/** Most records one claim takes (see pump). */
+const CLAIM_BATCH = 32;
 
 function publicRecord(r: AiInteractionRecord): PublicAiRecord {
   const { lease_owner: _o, lease_until: _u, ...rest } = r;
@@ -491,7 +493,10 @@ export class AiRouter {
       }
       const halfOpen = this.breaker.state === 'half-open';
       // The adaptive limit, not `concurrency`: records beyond it stay pending in storage until it rises.
-      const free = halfOpen ? (this.inflight.size === 0 ? 1 : 0) : this.adaptive.value - this.inflight.size;
+      // At most CLAIM_BATCH per claim: every record started runs its first steps (a `thinking`
+      // frame to the group, the call's set-up) in the same turn of the event loop, so a claim of
+      // hundreds held the sends for a long turn; the next claim's round trip lets them through.
+      const free = Math.min(CLAIM_BATCH, halfOpen ? (this.inflight.size === 0 ? 1 : 0) : this.adaptive.value - this.inflight.size);
       if (free <= 0) return;
       const now = this.deps.clock.now().getTime();
       // A new lease owner per claim: records this instance is working (leased by earlier claims) are
