@@ -324,7 +324,7 @@ export function loadgenNotes(rep: ScenarioReport): void {
         `${name}: at the first failing rate (${above.rate}/s) the load generator used ${above.loadgen_cores} of a core (server ${above.server_cores}): this knee is bounded by the load generator sharing the 2 cores, so the server's real ceiling is higher`,
       );
     }
-    if (r.knee && !above && r.knee.rate === Math.max(...r.steps.map((st) => st.rate))) {
+    if (r.knee?.pass && !above && r.knee.rate === Math.max(...r.steps.map((st) => st.rate))) {
       rep.notes.push(`${name}: the sweep's highest step (${r.knee.rate}/s) passed: the knee is above this figure (more steps: --max-steps)`);
     }
   }
