@@ -1137,7 +1137,7 @@ t.test('load shedding: nothing is lost: events over the cut intake limit are rec
   t.match(c.aiRouter.load, { limit: 4, shedding: false, intakeDeferred: 20 });
 });
 
-t.test("load shedding: users' slow sends cut the AI work too; the chat reports their p99 per half-second", async (t) => {
+t.test("load shedding: users' slow sends cut the AI work too", async (t) => {
   let sendP99 = 0;
   const fake = await startFakeAi(t);
   const { c } = await boot(t, fake, {
@@ -1156,13 +1156,6 @@ t.test("load shedding: users' slow sends cut the AI work too; the chat reports t
   t.match(c.aiRouter.load, { limit: 4, sendP99Ms: 45, eventLoopDelayMs: null, shedding: true });
   sendP99 = 30;
   t.equal(c.aiRouter.evaluateLoad(), 5, 'at or below it the limit rises again');
-
-  // the chat's own figure: users' sends of the last complete half-second, AI replies not counted
-  await seedGroup(c, 'g1', ['p1', 'ai1']);
-  t.equal(c.chatService.recentSendP99Ms(), 0, 'no sends yet: 0');
-  await send(c, 'p1', 'g1', 'hello');
-  await sleep(1100);
-  t.equal(c.chatService.recentSendP99Ms(), 0, 'a window without sends reads 0 again');
 });
 
 t.test('WindowedP99: the last complete window answers, the same for every reader', async (t) => {

@@ -124,3 +124,21 @@ t.test('chat: membership cache ends at once on removal events, and at its ttl ot
   await c.groupService.addMember(admin, 'g', { user_id: 'pat' });
   t.equal((await send('pat')).created, true, 'a re-added member may send again');
 });
+
+t.test("chat: recentSendP99Ms reports the users' sends of the last complete half-second, AI replies not counted", async (t) => {
+  let nowMs = Date.parse('2026-01-01T00:00:00.000Z');
+  const clock = { now: () => new Date(nowMs), nowIso: () => new Date(nowMs).toISOString() };
+  const { c } = await bootKernel(t, { clock });
+  await seedGroup(c, 'g1', ['pat', 'ai']);
+  const chat = c.chatService;
+  t.equal(chat.recentSendP99Ms(), 0, 'nothing sent: 0');
+  for (let i = 0; i < 3; i++) await chat.send(as('pat'), { group_id: 'g1', msg_content: `m${i}` }, { transport: 'http' });
+  t.equal(chat.recentSendP99Ms(), 0, 'the half-second in progress is not reported');
+  nowMs += 500;
+  const p99 = chat.recentSendP99Ms();
+  t.ok(p99 > 0, `the half-second that ended: p99 of its sends (${p99} ms)`);
+  t.equal(chat.recentSendP99Ms(), p99, 'the same answer until the next one ends');
+  await chat.send(as('ai'), { group_id: 'g1', msg_type: 'AI_REPLY', msg_content: 'reply' }, { transport: 'ai', allowAiReply: true });
+  nowMs += 500;
+  t.equal(chat.recentSendP99Ms(), 0, 'a half-second with only AI replies: 0');
+});
