@@ -42,6 +42,9 @@ export interface GroupService {
   groupIdsOf(userId: string): Promise<string[]>;
 }
 
+/** The transport name of the AI layer's replies (SendOptions.transport). */
+export const AI_TRANSPORT = 'ai';
+
 export interface SendOptions {
   /** Which transport stored it (metrics, logs): http, ws, amqp, nats, ai, ... */
   transport: string;

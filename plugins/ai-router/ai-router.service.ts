@@ -6,7 +6,7 @@ import { AI_STATUS, type AiInteractionRecord, type Member, type Message, type Us
 import { AppError, ForbiddenError, NotFoundError } from '../../kernel/errors.js';
 import type { Logger } from '../../kernel/logger.js';
 import { AiCallError, type AiCallInput, type AiCallResult, type AiProvider } from '../../kernel/ports/ai-provider.port.js';
-import type { ChatService, Principal } from '../../kernel/ports/services.port.js';
+import { AI_TRANSPORT, type ChatService, type Principal } from '../../kernel/ports/services.port.js';
 import type { AiRecordPatch, Repositories, Storage } from '../../kernel/ports/storage.port.js';
 import { validate } from '../../lib/validate.js';
 import type { AiStatusFrame } from './ai-router.public.js';
@@ -616,7 +616,7 @@ export class AiRouter {
           const sent = await this.deps.chatService.send(
             { user_id: ctx.assistantMember.user_id, admin: false },
             { group_id: message.group_id, msg_type: 'AI_REPLY', msg_content: result.reply, client_msg_id: `ai:${record.record_id}` },
-            { transport: 'ai', allowAiReply: true },
+            { transport: AI_TRANSPORT, allowAiReply: true },
           );
           aiMessageId = sent.message.message_id;
         } else {

@@ -4,13 +4,11 @@ import type { Message } from '../../kernel/domain.js';
 import type { MessageBus } from '../../kernel/bus.js';
 import type { Clock, IdGenerator } from '../../kernel/clock.js';
 import type { MessagePage, Storage } from '../../kernel/ports/storage.port.js';
-import type { ChatService, Principal, SendOptions, SendResult } from '../../kernel/ports/services.port.js';
+import { AI_TRANSPORT, type ChatService, type Principal, type SendOptions, type SendResult } from '../../kernel/ports/services.port.js';
 import { validate } from '../../lib/validate.js';
 import { WindowedP99 } from '../../lib/windowed-p99.js';
 import { listMessagesSchema, sendMessageSchema, type ChatOptions } from './chat.schema.js';
 
-/** The transport name of the AI layer's replies: not counted in the send latency the AI layer yields to. */
-const AI_TRANSPORT = 'ai';
 /** Window of recentSendP99Ms (ms). */
 const SEND_LATENCY_WINDOW_MS = 500;
 
