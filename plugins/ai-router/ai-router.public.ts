@@ -21,7 +21,7 @@ declare module '../../kernel/container.js' {
     aiRouter: AiRouter;
     /**
      * Optional: where the router's load shedding reads the event-loop delay. Absent (the
-     * normal case), the router measures this process with monitorEventLoopDelay; tests
+     * normal case), the router measures this process with eventLoopDelaySampler; tests
      * register one they drive by hand.
      */
     aiEventLoopDelay: EventLoopDelaySampler;

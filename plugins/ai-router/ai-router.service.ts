@@ -35,7 +35,7 @@ export interface AiRouterDeps {
     /** message.stored events left to the rescan instead of being recorded at once. */
     intakeDeferred: Counter;
   };
-  /** Where load shedding reads the event-loop delay (default: this process, monitorEventLoopDelay). */
+  /** Where load shedding reads the event-loop delay (default: this process, eventLoopDelaySampler). */
   eventLoopDelay?: EventLoopDelaySampler;
   /** Where load shedding reads the users' send p99 (ms; default: chatService.recentSendP99Ms). */
   sendP99Ms?: () => number;
@@ -101,8 +101,10 @@ export class AiRouter {
   private readonly limit: LimitFunction;
   /** The router's own storage work (records, reads, scans): on the background lane, never ahead of sends. */
   private readonly store: Repositories;
-  /** How many records are worked at once now: `concurrency`, cut while the event loop is delayed. */
+  /** How many records are worked at once now: `concurrency`, cut while the event loop is delayed or sends are slow. */
   private readonly adaptive: AdaptiveLimit;
+  /** The users' send p99 (ms) load shedding reads. */
+  private readonly sendP99Ms: () => number;
   private sampler: EventLoopDelaySampler | null = null;
   private loadTimer: NodeJS.Timeout | null = null;
   private lastDelayMs: number | null = null;
@@ -146,10 +148,11 @@ export class AiRouter {
   ) {
     this.limit = pLimit(options.concurrency);
     this.store = deps.storage.background;
-    this.adaptive = new AdaptiveLimit(options.concurrency, options.loadShedding.maxEventLoopDelayMs);
-    this.members = new MembersCache(deps.storage.background, () => deps.clock.now().getTime(), options.membersCacheMs, options.membersCacheSize);
+    this.adaptive = new AdaptiveLimit(options.concurrency);
+    this.sendP99Ms = deps.sendP99Ms ?? (() => deps.chatService.recentSendP99Ms());
+    this.members = new MembersCache(this.store, () => deps.clock.now().getTime(), options.membersCacheMs, options.membersCacheSize);
     const keep = Math.max(options.historySize, options.doctorPauseMs > 0 ? PAUSE_LOOKBACK + 1 : 0) + HISTORY_SLACK;
-    this.history = new HistoryCache(deps.storage.background, keep, HISTORY_MAX_MESSAGES, HISTORY_MAX_CHARS);
+    this.history = new HistoryCache(this.store, keep, HISTORY_MAX_MESSAGES, HISTORY_MAX_CHARS);
     this.leasePrefix = `${deps.instanceId}#${Math.random().toString(36).slice(2, 8)}.`;
     this.rereadAfterMs = (options.leaseMs - options.attemptTimeoutMs) / 2;
     this.breaker = new CircuitBreaker(options.breaker, () => deps.clock.now().getTime(), (state) => {
@@ -264,8 +267,8 @@ export class AiRouter {
 
   /**
    * message.stored events recorded at once: maxIntakeInFlight; while load shedding has cut the
-   * limit, no more than the limit (record inserts share the event loop and the storage pool with
-   * the sends). The rest goes to the rescan, which records one message at a time.
+   * limit, no more than the limit (record inserts share the event loop with the sends). The rest
+   * goes to the rescan, which records one message at a time.
    */
   private intakeLimit(): number {
     const limit = this.adaptive.value;
@@ -413,15 +416,16 @@ export class AiRouter {
 
   /**
    * One load-shedding step (every loadShedding.intervalMs; public for tests): reads the
-   * event-loop delay of the last interval and halves the limit when it is above
-   * maxEventLoopDelayMs, else raises it (AdaptiveLimit). Logs at info when shedding begins
-   * and ends, at debug in between. Returns the new limit.
+   * event-loop delay of the last interval and the users' send p99, halves the limit when
+   * either is above its threshold (maxEventLoopDelayMs, maxSendP99Ms), else raises it
+   * (AdaptiveLimit). Logs at info when shedding begins and ends, at debug in between.
+   * Returns the new limit.
    */
   evaluateLoad(): number {
     const { concurrency, loadShedding } = this.options;
     if (!this.running || this.stopping || (loadShedding.maxEventLoopDelayMs === 0 && loadShedding.maxSendP99Ms === 0)) return this.adaptive.value;
     const delayMs = this.sampler ? this.sampler.sample() : null;
-    const sendP99Ms = loadShedding.maxSendP99Ms > 0 ? (this.deps.sendP99Ms ?? (() => this.deps.chatService.recentSendP99Ms()))() : null;
+    const sendP99Ms = loadShedding.maxSendP99Ms > 0 ? this.sendP99Ms() : null;
     const loopSlow = delayMs !== null && delayMs > loadShedding.maxEventLoopDelayMs;
     const sendsSlow = sendP99Ms !== null && sendP99Ms > loadShedding.maxSendP99Ms;
     const before = this.adaptive.value;

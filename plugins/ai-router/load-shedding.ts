@@ -49,30 +49,22 @@ export function eventLoopDelaySampler(): EventLoopDelaySampler {
 export const MIN_LIMIT = 1;
 
 /**
- * An AIMD limit between MIN_LIMIT and `max`: each `update` with a delay above
- * the threshold halves it, one at or below the threshold raises it by
- * `step` (5 % of `max`, at least 1: from the floor back to `max` in about 20
- * intervals whatever `max` is).
+ * An AIMD limit between MIN_LIMIT and `max`: each evaluation that finds the
+ * process overloaded halves it, each that does not raises it by `step` (5 % of
+ * `max`, at least 1: from the floor back to `max` in about 20 intervals
+ * whatever `max` is).
  */
 export class AdaptiveLimit {
   private current: number;
   readonly step: number;
 
-  constructor(
-    readonly max: number,
-    readonly thresholdMs: number,
-  ) {
+  constructor(readonly max: number) {
     this.current = max;
     this.step = Math.max(1, Math.ceil(max / 20));
   }
 
   get value(): number {
     return this.current;
-  }
-
-  /** One evaluation with the delay measured over the last interval; returns the new limit. */
-  update(delayMs: number): number {
-    return this.next(delayMs > this.thresholdMs);
   }
 
   /** One evaluation: halved when overloaded, else raised by `step`; returns the new limit. */

@@ -944,20 +944,20 @@ const SHEDDING = { maxEventLoopDelayMs: 50, maxSendP99Ms: 0, intervalMs: 60_000 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 t.test('load shedding: AdaptiveLimit halves and raises; the default sampler sees a blocked event loop', async (t) => {
-  const l = new AdaptiveLimit(8, 50);
+  const l = new AdaptiveLimit(8);
   t.equal(l.step, 1, '5 % of 8, at least 1');
   t.same(
-    [51, 100, 100, 100, 50, 0, 0, 0, 0, 0, 0, 0].map((d) => l.update(d)),
+    [51, 100, 100, 100, 50, 0, 0, 0, 0, 0, 0, 0].map((d) => l.next(d > 50)),
     [4, 2, 1, 1, 2, 3, 4, 5, 6, 7, 8, 8],
     'above the threshold: halved, never below 1; at or below: +1, never above concurrency',
   );
-  const big = new AdaptiveLimit(1000, 50);
+  const big = new AdaptiveLimit(1000);
   t.equal(big.step, 50, '5 % of 1000: back from the floor in about 20 intervals');
   t.same(
-    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map(() => big.update(80)),
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map(() => big.next(true)),
     [500, 250, 125, 62, 31, 15, 7, 3, 1, 1],
   );
-  t.same([big.update(0), big.update(0)], [51, 101]);
+  t.same([big.next(false), big.next(false)], [51, 101]);
 
   const sampler = eventLoopDelaySampler();
   t.teardown(() => sampler.close?.());

@@ -14,7 +14,7 @@ export interface PoolStats {
   waiting: number;
 }
 
-/** Connection settings of one PostgreSQL pool (primary or a read replica). */
+/** Connection settings of one PostgreSQL pool (the primary's, the background one, or a read replica's). */
 export interface PgPoolSettings {
   url: string;
   max: number;
