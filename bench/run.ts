@@ -313,8 +313,8 @@ async function runPeer(name: 'bare-ws' | 'socketio', o: Options, reports: Map<st
   }
 }
 
-/** Flag knees that the load generator, not the server, may have set (it shares the 2 cores). */
-export function loadgenNotes(rep: ScenarioReport): void {
+/** Notes on what a knee means: one the load generator, not the server, may have set (it shares the 2 cores), or one the sweep never got past. */
+export function kneeNotes(rep: ScenarioReport): void {
   for (const [name, r] of Object.entries(rep.results)) {
     if (!r?.steps?.length) continue;
     const kneeRate = r.knee?.rate ?? 0;
@@ -378,7 +378,7 @@ export function machineBudgetNote(rep: ScenarioReport): void {
 }
 
 function judge(rep: ScenarioReport, o: Options): void {
-  loadgenNotes(rep);
+  kneeNotes(rep);
   machineBudgetNote(rep);
   const s = rep.results.service;
   addRatios(rep);

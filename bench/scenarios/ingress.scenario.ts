@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { Sender, StepResult } from '../lib/protocol.js';
 import { AI_USER, s2Groups } from './fixtures.js';
 import { closeSockets, connectMembers } from './fanout.scenario.js';
-import { sweep, sweepResult, stepRecord, snapshot, waitServerIdle, type Log, type Options, type Target, type TargetResult } from './common.js';
+import { sweep, sweepResult, stepRecord, snapshot, waitServerIdle, type Log, type Options, type StepRecord, type Target, type TargetResult } from './common.js';
 import { cpuBetween } from '../lib/proc.js';
 
 function s2Senders(groups: Record<string, string[]>): Sender[] {
@@ -94,19 +94,35 @@ export class FakeAi {
   }
 }
 
-/**
- * S7: the AI router on, every S2 group has an AI_ASSISTANT member, every
- * message (from a PATIENT) is forwarded to a fake AI answering in 200 ms, whose
- * reply is stored and pushed to the members. Sends at S2's knee rate; the send
- * p99 (send -> ack) and delivery p99 are compared with S2's knee step (AI off).
- */
+/** One S7 step: its figures, and how many of its messages reached the AI by the end of the wait. */
+interface S7Step {
+  rec: StepRecord;
+  res: StepResult;
+  /** Distinct messages of the step the AI was asked about (a retried call counts once). */
+  forwarded: number;
+  /** Webhook calls, retries included. */
+  aiCalls: number;
+  sendP99: number;
+}
+
+/** The AI layer sustained the step: every message forwarded, and the step passed (send p99 within S2's 50 ms, all delivered). */
+const sustainedStep = (x: S7Step): boolean => x.rec.pass && x.forwarded >= x.res.sent;
+
 /** The sustained-rate part of S7's figure: the best passing step, or the lowest one tried when none passed. */
-function sustainedText(best: { rec: { rate: number }; sendP99: number } | null, tried: ReadonlyArray<{ rec: { rate: number }; sendP99: number }>): string {
+function sustainedText(best: S7Step | null, tried: readonly S7Step[]): string {
   if (best) return `${best.rec.rate}/s (send p99 ${best.sendP99} ms)`;
   const lowest = tried.at(-1);
   return lowest ? `none of ${tried.length} steps down to ${lowest.rec.rate}/s (send p99 ${lowest.sendP99} ms there)` : 'not searched (the first step passed)';
 }
 
+/**
+ * S7: the AI router on, every S2 group has an AI_ASSISTANT member, every
+ * message (from a PATIENT) is forwarded to a fake AI answering in 200 ms, whose
+ * reply is stored and pushed to the members. Sends at S2's knee rate; the send
+ * p99 (send -> ack) and delivery p99 are compared with S2's knee step (AI off).
+ * When that step fails, the rate the AI layer sustains is searched for down
+ * S2's ladder, each step on a restarted service (see run.ts).
+ */
 export async function runS7(
   first: Target,
   restart: () => Promise<Target>,
@@ -134,8 +150,7 @@ export async function runS7(
   };
   const baseAck = baseline?.knee?.ack_latency?.p99_ms;
   const baseDel = baseline?.knee?.latency.p99_ms;
-  /** One step at `r` sends/s: the step's figures, then how many of its messages reached the AI by the end of the wait. */
-  const step = async (r: number) => {
+  const step = async (r: number): Promise<S7Step> => {
     await waitServerIdle(t, 20_000);
     const callsBefore = fake.calls;
     fake.asked.clear();
@@ -153,14 +168,12 @@ export async function runS7(
     const end = Date.now() + (o.quick ? 4000 : 15_000);
     while (fake.forwardedOfStep() < res.sent && Date.now() < end) await new Promise((done) => setTimeout(done, 100));
     const rec = stepRecord(res, cpuBetween(a, snapshot(t)), 50, true);
-    // distinct messages of the step (a retried call counts once); calls include retries
-    const forwarded = fake.forwardedOfStep();
-    const sendP99 = rec.ack_latency?.p99_ms ?? 0;
+    const x: S7Step = { rec, res, forwarded: fake.forwardedOfStep(), aiCalls: fake.calls - callsBefore, sendP99: rec.ack_latency?.p99_ms ?? 0 };
     log(
-      `  S7: rate ${r}/s: forwarded ${forwarded}/${res.sent} (${fake.calls - callsBefore} calls), AI replies delivered ${res.aiReplies}, send p99 ${sendP99} ms ` +
-        `(S2 knee ${baseAck ?? '?'} ms), delivery p99 ${rec.latency.p99_ms} ms ${rec.pass && forwarded >= res.sent ? 'PASS' : `FAIL (${rec.why_not ?? 'not every message forwarded'})`}`,
+      `  S7: rate ${r}/s: forwarded ${x.forwarded}/${res.sent} (${x.aiCalls} calls), AI replies delivered ${res.aiReplies}, send p99 ${x.sendP99} ms ` +
+        `(S2 knee ${baseAck ?? '?'} ms), delivery p99 ${x.rec.latency.p99_ms} ms ${sustainedStep(x) ? 'PASS' : `FAIL (${x.rec.why_not ?? 'not every message forwarded'})`}`,
     );
-    return { rec, res, forwarded, aiCalls: fake.calls - callsBefore, sendP99 };
+    return x;
   };
   try {
     await prepare();
@@ -169,9 +182,8 @@ export async function runS7(
     const within = baseAck ? first.sendP99 <= baseAck * 1.2 : null;
     // then the highest rate the AI layer sustains: every message forwarded, sends within S2's p99 limit (50 ms);
     // down S2's ladder two rungs (÷1.5625) at a time until a step passes, then one rung back up
-    const sustained: Array<Awaited<ReturnType<typeof step>>> = [];
-    const ok = (x: Awaited<ReturnType<typeof step>>): boolean => x.rec.pass && x.forwarded >= x.res.sent;
-    let best: Awaited<ReturnType<typeof step>> | null = ok(first) ? first : null;
+    const sustained: S7Step[] = [];
+    let best: S7Step | null = sustainedStep(first) ? first : null;
     if (!best) {
       let r = rate;
       for (let i = 0; i < (o.quick ? 2 : 4) && !best; i++) {
@@ -179,13 +191,13 @@ export async function runS7(
         await fresh();
         const x = await step(r);
         sustained.push(x);
-        if (ok(x)) best = x;
+        if (sustainedStep(x)) best = x;
       }
       if (best) {
         await fresh();
         const up = await step(Math.round(best.rec.rate * 1.25));
         sustained.push(up);
-        if (ok(up)) best = up;
+        if (sustainedStep(up)) best = up;
       }
     }
     return {
@@ -209,7 +221,7 @@ export async function runS7(
         sustained_rate: best?.rec.rate ?? null,
         sustained_send_p99_ms: best?.sendP99 ?? null,
         sustained_steps: sustained
-          .map((x) => `${x.rec.rate}/s: forwarded ${x.forwarded}/${x.res.sent}, send p99 ${x.sendP99} ms ${ok(x) ? '✓' : '✗'}`)
+          .map((x) => `${x.rec.rate}/s: forwarded ${x.forwarded}/${x.res.sent}, send p99 ${x.sendP99} ms ${sustainedStep(x) ? '✓' : '✗'}`)
           .join('; '),
       },
     };
