@@ -52,6 +52,21 @@ export interface MessagePage {
   has_more: boolean;
 }
 
+/**
+ * A page of `MessageRepository.list`, serialised: `messages_json` is the JSON
+ * text of the `messages` array (each message as in API.md §3), ready to be
+ * written into a response body without parsing it.
+ */
+export interface SerializedMessagePage {
+  messages_json: string;
+  has_more: boolean;
+}
+
+/** `listSerialized` for adapters that build the page as objects (memory, SQLite). */
+export function serializeMessagePage(page: MessagePage): SerializedMessagePage {
+  return { messages_json: JSON.stringify(page.messages), has_more: page.has_more };
+}
+
 export interface MessageQuery {
   after_seq?: number;
   before_seq?: number;
@@ -73,6 +88,12 @@ export interface MessageRepository {
    * only messages below before_seq are returned.
    */
   list(groupId: string, query: MessageQuery): Promise<MessagePage>;
+  /**
+   * The page `list` returns, serialised (the history endpoint's hot path: a
+   * database that can build JSON does, so the service never parses the rows).
+   * `JSON.parse(messages_json)` deep-equals `list(...).messages`.
+   */
+  listSerialized(groupId: string, query: MessageQuery): Promise<SerializedMessagePage>;
   /**
    * Messages of every group created at or after `since` (ISO), oldest first
    * (created_at, then message_id), at most `limit`: for crash recovery scans.

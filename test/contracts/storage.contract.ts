@@ -214,6 +214,46 @@ export async function storageContract(t: Test, name: string, makeStorage: MakeSt
       t.same(await s.messages.list('nope', { after_seq: 0, limit: 5 }), { messages: [], has_more: false }, 'unknown group');
     });
 
+    t.test('messages.listSerialized: the page of list, as the JSON text JSON.stringify writes', async (t) => {
+      const s = await makeStorage(t);
+      await seed(s);
+      const tricky = [
+        'plain',
+        'quote " and backslash \\ and slash /',
+        'lines\nand\ttabs\r\u0001\u001f\u007f',
+        '<script>alert(1)</script>',
+        '中文 · ünïcödé · \u2028\u2029 · emoji 🩺👩‍⚕️',
+        '',
+      ];
+      for (const [i, content] of tricky.entries()) {
+        await s.messages.append(
+          msg('g1', i % 2 ? 'u1' : 'doc1', {
+            msg_content: content,
+            msg_type: i === 3 ? 'AI_REPLY' : 'TEXT',
+            client_msg_id: i % 2 ? `c"${i}` : null,
+            created_at: new Date(Date.UTC(2026, 0, 1, 12, 0, 0, i * 111)).toISOString(),
+          }),
+        );
+      }
+      const queries = [
+        { limit: 3 },
+        { limit: 50 },
+        { after_seq: 0, limit: 4 },
+        { after_seq: 4, limit: 4 },
+        { before_seq: 5, limit: 2 },
+        { after_seq: 1, before_seq: 5, limit: 2 },
+        { after_seq: 99, limit: 4 },
+      ];
+      for (const q of queries) {
+        const page = await s.messages.list('g1', q);
+        const ser = await s.messages.listSerialized('g1', q);
+        t.equal(ser.messages_json, JSON.stringify(page.messages), `same text as JSON.stringify: ${JSON.stringify(q)}`);
+        t.same(JSON.parse(ser.messages_json), page.messages, 'parses to the page');
+        t.equal(ser.has_more, page.has_more, 'has_more');
+      }
+      t.same(await s.messages.listSerialized('nope', { limit: 5 }), { messages_json: '[]', has_more: false }, 'unknown group');
+    });
+
     t.test('messages.listRecent: every group, oldest first, since, limit', async (t) => {
       const s = await makeStorage(t);
       await seed(s);

@@ -12,6 +12,7 @@ import type {
   Repositories,
   Storage,
 } from '../../../kernel/ports/storage.port.js';
+import { serializeMessagePage } from '../../../kernel/ports/storage.port.js';
 
 interface State {
   users: Map<string, User>;
@@ -117,6 +118,18 @@ export class MemoryStorage implements Storage {
   }
 
   private static repositories(s: () => State): Repositories {
+    const listPage = (groupId: string, q: MessageQuery): MessagePage => {
+      const all = s().byGroup.get(groupId) ?? [];
+      const upper = q.before_seq !== undefined ? Math.min(q.before_seq - 1, all.length) : all.length;
+      if (q.after_seq !== undefined) {
+        const from = Math.max(0, q.after_seq);
+        const slice = all.slice(from, Math.max(from, upper));
+        return { messages: slice.slice(0, q.limit).map(copy), has_more: slice.length > q.limit };
+      }
+      const end = Math.max(0, upper);
+      const start = Math.max(0, end - q.limit);
+      return { messages: all.slice(start, end).map(copy), has_more: start > 0 };
+    };
     return {
       users: {
         async create(user) {
@@ -214,16 +227,10 @@ export class MemoryStorage implements Storage {
           return m ? copy(m) : null;
         },
         async list(groupId: string, q: MessageQuery): Promise<MessagePage> {
-          const all = s().byGroup.get(groupId) ?? [];
-          const upper = q.before_seq !== undefined ? Math.min(q.before_seq - 1, all.length) : all.length;
-          if (q.after_seq !== undefined) {
-            const from = Math.max(0, q.after_seq);
-            const slice = all.slice(from, Math.max(from, upper));
-            return { messages: slice.slice(0, q.limit).map(copy), has_more: slice.length > q.limit };
-          }
-          const end = Math.max(0, upper);
-          const start = Math.max(0, end - q.limit);
-          return { messages: all.slice(start, end).map(copy), has_more: start > 0 };
+          return listPage(groupId, q);
+        },
+        async listSerialized(groupId: string, q: MessageQuery) {
+          return serializeMessagePage(listPage(groupId, q));
         },
         async listRecent(since: string, limit: number) {
           return [...s().messages.values()]
