@@ -31,6 +31,11 @@ export const REDACTED_PATHS = [
   '*.jwtSecret',
   'apiKey',
   '*.apiKey',
+  // NATS credentials (section nats / cluster; the client option is `pass`)
+  'password',
+  '*.password',
+  'pass',
+  '*.pass',
 ];
 
 /**

@@ -49,7 +49,7 @@ function setPath(target: Obj, path: string, value: unknown): void {
   o[keys[keys.length - 1]!] = value;
 }
 
-/** API.md §8: environment variable -> config path. */
+/** API.md §8 (and the project's own additions, README "Environment variables"): environment variable -> config path. */
 export const ENV_MAP: Readonly<Record<string, string>> = {
   IM_HTTP_PORT: 'http.port',
   IM_DATABASE_URL: 'storage.url',
@@ -61,6 +61,17 @@ export const ENV_MAP: Readonly<Record<string, string>> = {
   IM_AI_WEBHOOK_SECRET: 'ai.webhookSecret',
   IM_AMQP_URL: 'amqp.url',
   IM_NATS_URL: 'nats.url',
+  // NATS credentials and TLS (section `nats`, shared by nats-ingress, nats-egress and the NATS cluster bus)
+  IM_NATS_USER: 'nats.user',
+  IM_NATS_PASSWORD: 'nats.password',
+  IM_NATS_TOKEN: 'nats.token',
+  IM_NATS_CREDS_FILE: 'nats.credsFile',
+  IM_NATS_NKEY_SEED_FILE: 'nats.nkeySeedFile',
+  IM_NATS_TLS_REQUIRED: 'nats.tls.required',
+  IM_NATS_TLS_CA_FILE: 'nats.tls.caFile',
+  IM_NATS_TLS_CERT_FILE: 'nats.tls.certFile',
+  IM_NATS_TLS_KEY_FILE: 'nats.tls.keyFile',
+  IM_NATS_TLS_HANDSHAKE_FIRST: 'nats.tls.handshakeFirst',
   IM_LOG_LEVEL: 'log.level',
   IM_INSTANCE_ID: 'instanceId',
 };

@@ -45,7 +45,7 @@ export const natsEgressPlugin = definePlugin<NatsEgressOptions>({
   options: natsEgressOptions,
   register({ container, options, logger, contributions }) {
     const conn = new NatsConnectionManager(
-      options.url,
+      options.endpoint,
       { ...options, connectionName: options.connectionName ?? `im-nats-egress@${container.cradle.instanceId}` },
       logger,
       async () => undefined,

@@ -1,11 +1,12 @@
 import Joi from 'joi';
 import { brokerUrl } from '../../lib/broker-payload.js';
-import { natsConnectionKeys, type NatsConnectionSettings } from '../../lib/nats-connection.js';
+import { natsConnectionKeys, natsSharedEndpoint, type NatsConnectionSettings, type NatsEndpoint } from '../../lib/nats-connection.js';
 import { validateOptions } from '../../lib/validate.js';
 
-/** Section `nats-egress`; the URL comes from the shared section `nats.url` (IM_NATS_URL). */
+/** Section `nats-egress`; the URL and its credentials / TLS come from the shared section `nats` (IM_NATS_*). */
 export interface NatsEgressOptions extends Omit<NatsConnectionSettings, 'connectionName'> {
-  url: string;
+  /** `nats.url` (IM_NATS_URL) with the shared security settings of section `nats` (credentials, TLS). */
+  endpoint: NatsEndpoint;
   /** Default: `im-nats-egress@<instanceId>`. */
   connectionName?: string;
   /** Subjects: `<prefix>.message.<group_id>` and `<prefix>.member.<group_id>`. */
@@ -19,5 +20,6 @@ const schema = Joi.object({
 
 export function natsEgressOptions(raw: unknown, config: Readonly<Record<string, unknown>>): NatsEgressOptions {
   const url = brokerUrl(config, 'nats', ['nats', 'tls', 'ws', 'wss']);
-  return { ...validateOptions(schema, raw), url } as NatsEgressOptions;
+  const own = validateOptions(schema, raw);
+  return { ...own, endpoint: natsSharedEndpoint(config, url) } as NatsEgressOptions;
 }

@@ -1,6 +1,6 @@
 import Joi from 'joi';
 import { brokerUrl } from '../../lib/broker-payload.js';
-import { natsConnectionKeys, type NatsConnectionSettings } from '../../lib/nats-connection.js';
+import { natsConnectionKeys, natsSharedEndpoint, type NatsConnectionSettings, type NatsEndpoint } from '../../lib/nats-connection.js';
 import { validateOptions } from '../../lib/validate.js';
 
 export interface JetStreamIngressOptions {
@@ -16,9 +16,10 @@ export interface JetStreamIngressOptions {
   ackWaitMs: number;
 }
 
-/** Section `nats-ingress`; the URL comes from the shared section `nats.url` (IM_NATS_URL). */
+/** Section `nats-ingress`; the URL and its credentials / TLS come from the shared section `nats` (IM_NATS_*). */
 export interface NatsIngressOptions extends Omit<NatsConnectionSettings, 'connectionName'> {
-  url: string;
+  /** `nats.url` (IM_NATS_URL) with the shared security settings of section `nats` (credentials, TLS). */
+  endpoint: NatsEndpoint;
   /** Default: `im-nats-ingress@<instanceId>`. */
   connectionName?: string;
   /** Inbound subject (API.md §7). */
@@ -57,5 +58,6 @@ const schema = Joi.object({
 
 export function natsIngressOptions(raw: unknown, config: Readonly<Record<string, unknown>>): NatsIngressOptions {
   const url = brokerUrl(config, 'nats', ['nats', 'tls', 'ws', 'wss']);
-  return { ...validateOptions(schema, raw), url } as NatsIngressOptions;
+  const own = validateOptions(schema, raw);
+  return { ...own, endpoint: natsSharedEndpoint(config, url) } as NatsIngressOptions;
 }

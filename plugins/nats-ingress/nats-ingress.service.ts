@@ -44,7 +44,7 @@ export class NatsIngress implements IngressStatus {
     private readonly deps: IngressDeps,
   ) {
     this.slots = new Slots(opts.maxInFlight);
-    this.conn = new NatsConnectionManager(opts.url, opts, deps.logger, (nc) => this.setup(nc));
+    this.conn = new NatsConnectionManager(opts.endpoint, opts, deps.logger, (nc) => this.setup(nc));
   }
 
   get connected(): boolean {

@@ -1,6 +1,7 @@
 import { aliasTo, asFunction } from 'awilix';
 import { definePlugin } from '../../../kernel/plugin.js';
 import { validateOptions } from '../../../lib/validate.js';
+import { hasNatsSecurity, natsSharedEndpoint, pickNatsSecurity, resolveNatsEndpoint, withoutEmptyNatsSecurity } from '../../../lib/nats-connection.js';
 // The contribution point's name only (a public contract file): /readyz reports the NATS connection.
 import { READINESS_CHECKS, type ReadinessCheck } from '../../../lib/readiness.js';
 import { NatsClusterBus, type ClusterBusStatus } from './nats-cluster.bus.js';
@@ -24,15 +25,25 @@ function section(v: unknown): Record<string, unknown> {
  * behave as one service (every instance's sockets see every stored message
  * and membership change). Config: `adapters.cluster = "nats"`, URL from
  * `cluster.url` or `nats.url` (IM_NATS_URL, which also enables this adapter).
+ * Credentials and TLS come with the URL: from section `nats` (IM_NATS_*, shared
+ * with the broker plugins) for `nats.url`, from section `cluster` for `cluster.url`.
  */
 export const natsClusterAdapter = definePlugin<NatsClusterOptions>({
   name: 'cluster',
   kind: 'adapter',
   impl: 'nats',
   options: (raw, config) => {
-    const own = section(raw);
+    const own = withoutEmptyNatsSecurity(section(raw));
     const shared = section(config.nats).url;
-    return validateOptions(natsClusterOptionsSchema, own.url === undefined && shared !== undefined ? { ...own, url: shared } : own);
+    const useShared = own.url === undefined && shared !== undefined && shared !== '';
+    if (useShared && hasNatsSecurity(own)) {
+      throw new Error('user, password, token, credsFile, nkeySeedFile and tls apply only with cluster.url: set them in section nats (IM_NATS_*) for nats.url');
+    }
+    const settings = validateOptions(natsClusterOptionsSchema, useShared ? { ...own, url: shared } : own);
+    const endpoint = useShared
+      ? natsSharedEndpoint(config, settings.url)
+      : resolveNatsEndpoint(settings.url, pickNatsSecurity(settings as unknown as Record<string, unknown>), '', 'cluster');
+    return { ...settings, endpoint };
   },
   register({ container, options, logger, contributions }) {
     container.register({

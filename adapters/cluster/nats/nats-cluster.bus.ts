@@ -3,6 +3,7 @@ import type { BusEventName, BusEvents, EventMeta, MessageBus, Unsubscribe } from
 import { KernelError } from '../../../kernel/errors.js';
 import type { Logger } from '../../../kernel/logger.js';
 import { validate } from '../../../lib/validate.js';
+import { natsConnectFailure, natsConnectOptions, natsSecurityFields } from '../../../lib/nats-connection.js';
 import { EVENT_PAYLOAD_SCHEMAS, clusterEnvelopeSchema, type ClusterEnvelope, type NatsClusterOptions } from './nats-cluster.schema.js';
 
 /** What the rest of the process may read about the cluster bus. */
@@ -44,26 +45,30 @@ export class NatsClusterBus implements ClusterBusStatus {
 
   async start(): Promise<void> {
     const { logger } = this.deps;
-    const servers = this.opts.url.split(',').map((s) => s.trim());
+    const { endpoint } = this.opts;
     try {
       this.nc = await connect({
-        servers,
+        ...natsConnectOptions(endpoint),
         name: `im-cluster-${this.deps.instanceId}`,
         noEcho: true,
         reconnect: true,
         maxReconnectAttempts: -1,
+        // Reconnects never give up, also after the server refused the credentials (files are re-read on every attempt: a rotated .creds heals it).
+        ignoreAuthErrorAbort: true,
         reconnectDelayHandler: () => this.nextDelay(),
         timeout: this.opts.connectTimeoutMs,
       });
     } catch (err) {
-      throw new KernelError(`cannot connect to NATS at ${redact(this.opts.url)}: ${(err as Error).message}`, { cause: err });
+      const f = natsConnectFailure(err, endpoint);
+      const hint = f.misconfigured ? ` (${f.msg.replace(/^nats /, '')})` : '';
+      throw new KernelError(`cannot connect to NATS at ${endpoint.display}: ${(err as Error).message}${hint}`, { cause: err });
     }
     this.connectedFlag = true;
     void this.watchStatus(this.nc);
     this.nc.subscribe(`${this.opts.subjectPrefix}.>`, { callback: (err, msg) => this.receive(err, msg) });
     await this.nc.flush();
     this.unsubscribeBus = this.deps.bus.subscribeAll((name, payload, meta) => this.forward(name, payload, meta));
-    logger.info({ server: this.nc.getServer(), prefix: this.opts.subjectPrefix, instance_id: this.deps.instanceId }, 'cluster bus connected');
+    logger.info({ server: this.nc.getServer(), prefix: this.opts.subjectPrefix, instance_id: this.deps.instanceId, ...natsSecurityFields(endpoint) }, 'cluster bus connected');
   }
 
   /** Stops relaying, drains (pending outbound is flushed) and closes; no reconnect afterwards. Idempotent. */
@@ -123,9 +128,12 @@ export class NatsClusterBus implements ClusterBusStatus {
           case 'staleConnection':
             logger.warn('cluster bus: stale NATS connection');
             break;
-          case 'error':
-            logger.warn({ err: s.error }, 'cluster bus: NATS error');
+          case 'error': {
+            const f = natsConnectFailure(s.error, this.opts.endpoint);
+            if (f.misconfigured) logger.error(f.fields, `cluster bus: ${f.msg}; retrying`);
+            else logger.warn({ err: s.error }, 'cluster bus: NATS error');
             break;
+          }
           case 'slowConsumer':
             logger.warn({ pending: s.pending }, 'cluster bus: slow consumer');
             break;
@@ -206,9 +214,4 @@ export class NatsClusterBus implements ClusterBusStatus {
       instance_id: envelope.instance_id,
     });
   }
-}
-
-/** The URL without credentials, for logs and errors. */
-function redact(url: string): string {
-  return url.replace(/\/\/[^@/]*@/g, '//***@');
 }

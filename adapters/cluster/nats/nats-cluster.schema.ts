@@ -1,9 +1,16 @@
 import Joi from 'joi';
 import { MSG_TYPES, USER_ROLES } from '../../../kernel/domain.js';
 import { idSchema } from '../../../lib/ids.schema.js';
+import { natsSecurityKeys, withNatsSecurityRules, type NatsEndpoint, type NatsSecurity } from '../../../lib/nats-connection.js';
 
-/** Options of the NATS cluster bus (config section `cluster`; the URL may come from `nats.url`). */
-export interface NatsClusterOptions {
+/**
+ * Settings of the NATS cluster bus (config section `cluster`; the URL may come
+ * from `nats.url`). The credentials / TLS keys (lib/nats-connection.ts) are
+ * allowed here only together with `cluster.url`: without it the bus uses
+ * `nats.url` and the security settings of section `nats`.
+ */
+export interface NatsClusterSettings extends Partial<Omit<NatsSecurity, 'tls'>> {
+  tls?: NatsSecurity['tls'];
   /** NATS server URL(s), comma-separated: `cluster.url`, else `nats.url` (IM_NATS_URL). */
   url: string;
   /** Subjects are `<subjectPrefix>.<event name>`; every instance of one deployment must use the same prefix. */
@@ -19,9 +26,14 @@ export interface NatsClusterOptions {
   outboxMaxEvents: number;
 }
 
+/** The validated settings plus the resolved connection (servers, credentials, TLS). */
+export interface NatsClusterOptions extends NatsClusterSettings {
+  endpoint: NatsEndpoint;
+}
+
 const serverUrl = Joi.string().pattern(/^(nats|tls|ws|wss):\/\/\S+$|^[A-Za-z0-9.-]+:\d+$/);
 
-export const natsClusterOptionsSchema = Joi.object<NatsClusterOptions>({
+export const natsClusterOptionsSchema = withNatsSecurityRules(Joi.object<NatsClusterSettings>({
   url: Joi.string()
     .required()
     .custom((v: string, helpers) => {
@@ -43,7 +55,8 @@ export const natsClusterOptionsSchema = Joi.object<NatsClusterOptions>({
   connectTimeoutMs: Joi.number().integer().min(100).max(120_000).default(5_000),
   drainTimeoutMs: Joi.number().integer().min(0).max(60_000).default(5_000),
   outboxMaxEvents: Joi.number().integer().min(0).max(1_000_000).default(10_000),
-});
+  ...natsSecurityKeys,
+}));
 
 /** What travels on NATS: one bus event and the instance that published it. */
 export interface ClusterEnvelope {
