@@ -11,17 +11,17 @@ import {
   ValidationError,
   toAppError,
 } from '../../kernel/errors.js';
-import type { Logger } from '../../kernel/logger.js';
+import { ContextLogger, type Logger } from '../../kernel/logger.js';
 import type { AuthService } from '../../kernel/ports/services.port.js';
 import type { HttpRequest, HttpState, RouteDefinition } from './http.public.js';
 import { REQUEST_ID_PATTERN } from './http.schema.js';
-import { RequestLogger } from './request-logger.js';
 
 type Ctx = Koa.ParameterizedContext;
 
 /** Per-request values the plugin keeps on ctx.state (HttpState plus the request logger). */
 interface State extends HttpState {
-  logger: RequestLogger;
+  /** Every line of the request carries req_id, and user_id once the token is verified. */
+  logger: ContextLogger;
   started: bigint;
 }
 
@@ -62,7 +62,7 @@ export function requestContext(baseLogger: Logger, isDraining: () => boolean): K
     const st = state(ctx);
     st.requestId = requestId;
     st.started = process.hrtime.bigint();
-    st.logger = new RequestLogger(baseLogger, requestId);
+    st.logger = new ContextLogger(baseLogger, { req_id: requestId });
     // ctx.set() for one string value, without the arrays it builds per call (nothing is sent yet)
     ctx.res.setHeader('X-Request-Id', requestId);
     if (isDraining()) ctx.set('Connection', 'close');

@@ -1,6 +1,5 @@
 import t from 'tap';
-import type { Logger } from '../../kernel/logger.js';
-import { RequestLogger } from '../../plugins/http/request-logger.js';
+import { ContextLogger, withContext, type Logger } from '../../kernel/logger.js';
 import { recordingLogger, type LogLine } from '../helpers/logger.js';
 
 /** A recording logger at `level` that counts the children made from it. */
@@ -21,7 +20,7 @@ function base(level: string): { logger: Logger; lines: LogLine[]; children: () =
 
 t.test('request logger: one child per request, with req_id and user_id', async (t) => {
   const b = base('info');
-  const log = new RequestLogger(b.logger, 'req-1');
+  const log = new ContextLogger(b.logger, { req_id: 'req-1' });
   log.setUser('p1');
   log.info({ marker: 'handler' }, 'handler line');
   log.info({ method: 'GET', status: 200 }, 'request');
@@ -37,7 +36,7 @@ t.test('request logger: one child per request, with req_id and user_id', async (
 
 t.test('request logger: no child for lines below the level', async (t) => {
   const b = base('warn');
-  const log = new RequestLogger(b.logger, 'req-2');
+  const log = new ContextLogger(b.logger, { req_id: 'req-2' });
   log.setUser('p2');
   log.info({ status: 200 }, 'request');
   log.debug('details');
@@ -48,14 +47,14 @@ t.test('request logger: no child for lines below the level', async (t) => {
   t.match(b.lines, [{ level: 'error', req_id: 'req-2', user_id: 'p2', route: '/x', msg: 'request failed' }]);
 
   const silent = base('silent');
-  new RequestLogger(silent.logger, 'req-3').fatal('never');
+  new ContextLogger(silent.logger, { req_id: 'req-3' }).fatal('never');
   t.equal(silent.children(), 0, 'silent writes nothing');
   t.same(silent.lines, []);
 });
 
 t.test('request logger: a line before the token is verified has req_id only; later lines add user_id', async (t) => {
   const b = base('trace');
-  const log = new RequestLogger(b.logger, 'req-4');
+  const log = new ContextLogger(b.logger, { req_id: 'req-4' });
   log.trace({ step: 1 }, 'before auth');
   log.setUser('doc1');
   log.info({ step: 2 }, 'after auth');
@@ -67,4 +66,11 @@ t.test('request logger: a line before the token is verified has req_id only; lat
   const sub = log.child({ component: 'x' });
   sub.info('from a child');
   t.match(b.lines[2], { req_id: 'req-4', user_id: 'doc1', component: 'x', msg: 'from a child' }, 'children keep both ids');
+});
+
+t.test('context logger: withContext binds only when there is a context', async (t) => {
+  const b = base('info');
+  t.equal(withContext(b.logger, undefined), b.logger, 'no context: the logger itself');
+  withContext(b.logger, { conn: 7, user_id: 'u7' }).warn({ code: 'X' }, 'refused');
+  t.match(b.lines, [{ level: 'warn', conn: 7, user_id: 'u7', code: 'X', msg: 'refused' }]);
 });
