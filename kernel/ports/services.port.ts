@@ -1,5 +1,5 @@
 import type { Group, Member, Message, User } from '../domain.js';
-import type { MessagePage } from './storage.port.js';
+import type { MessagePage, SerializedMessagePage } from './storage.port.js';
 
 /**
  * The public services of the core feature plugins. Transports (http, ws,
@@ -61,6 +61,8 @@ export interface SendResult {
 export interface ChatService {
   send(actor: Principal, input: unknown, options: SendOptions): Promise<SendResult>;
   list(actor: Principal, query: unknown): Promise<MessagePage>;
+  /** `list`, serialised by the storage (the history endpoint writes it into the body as it is). */
+  listSerialized(actor: Principal, query: unknown): Promise<SerializedMessagePage>;
   get(actor: Principal, messageId: string): Promise<Message>;
   /**
    * p99 (ms) of the users' sends (every transport but the AI layer's replies)

@@ -3,7 +3,7 @@ import { ForbiddenError, NotFoundError, RateLimitedError, ValidationError } from
 import type { Message } from '../../kernel/domain.js';
 import type { MessageBus } from '../../kernel/bus.js';
 import type { Clock, IdGenerator } from '../../kernel/clock.js';
-import type { MessagePage, Storage } from '../../kernel/ports/storage.port.js';
+import type { MessagePage, MessageQuery, SerializedMessagePage, Storage } from '../../kernel/ports/storage.port.js';
 import { AI_TRANSPORT, type ChatService, type Principal, type SendOptions, type SendResult } from '../../kernel/ports/services.port.js';
 import { validate } from '../../lib/validate.js';
 import { WindowedP99 } from '../../lib/windowed-p99.js';
@@ -87,9 +87,20 @@ export class ChatServiceImpl implements ChatService {
   }
 
   async list(actor: Principal, query: unknown): Promise<MessagePage> {
+    const q = await this.pageQuery(actor, query);
+    return this.deps.storage.messages.list(q.group_id, q);
+  }
+
+  async listSerialized(actor: Principal, query: unknown): Promise<SerializedMessagePage> {
+    const q = await this.pageQuery(actor, query);
+    return this.deps.storage.messages.listSerialized(q.group_id, q);
+  }
+
+  /** The validated history query of a member (or admin) of its group. */
+  private async pageQuery(actor: Principal, query: unknown): Promise<MessageQuery & { group_id: string }> {
     const q = validate(listMessagesSchema, query, 'query');
     await this.requireAccess(actor, q.group_id);
-    return this.deps.storage.messages.list(q.group_id, { after_seq: q.after_seq, before_seq: q.before_seq, limit: q.limit });
+    return { group_id: q.group_id, after_seq: q.after_seq, before_seq: q.before_seq, limit: q.limit };
   }
 
   async get(actor: Principal, messageId: string): Promise<Message> {

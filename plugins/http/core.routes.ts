@@ -153,7 +153,11 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       summary: 'Page through a group\'s messages (member or admin), ascending seq; after_seq pages forward, before_seq backward',
       tags: ['messages'],
       schemas: { query: listMessagesSchema, response: messagePageDoc },
-      handler: async (req) => ({ status: 200, body: await chatService.list(who(req), req.query) }),
+      handler: async (req) => {
+        // the storage wrote the messages' JSON: the body is assembled around it, not re-serialised
+        const page = await chatService.listSerialized(who(req), req.query);
+        return { status: 200, json: `{"messages":${page.messages_json},"has_more":${page.has_more}}` };
+      },
     },
     {
       method: 'GET',

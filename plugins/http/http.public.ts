@@ -32,6 +32,8 @@ export interface HttpResponse {
   status: number;
   /** Objects are sent as JSON; string/Buffer as they are (set content-type in headers). */
   body?: unknown;
+  /** A JSON body serialised already (sent as it is, as application/json); instead of `body`. */
+  json?: string;
   headers?: Record<string, string>;
 }
 

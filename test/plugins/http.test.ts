@@ -442,6 +442,7 @@ for (const backend of STORAGE_BACKENDS) t.test(`http transport on ${backend} sto
       'every content round-trips byte-for-byte through list',
     );
     t.equal(page.body.has_more, false);
+    t.equal(page.headers.get('content-type'), 'application/json; charset=utf-8', 'the pre-serialised page is sent as JSON');
 
     // idempotent send: 201 then 200 with the original
     const first = await P2.post('/api/message/send', { group_id: gid, msg_content: 'once', client_msg_id: 'idem-1' });
