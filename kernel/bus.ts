@@ -1,4 +1,4 @@
-import type { Logger } from './logger.js';
+import { withContext, type LogContext, type Logger } from './logger.js';
 import type { Member, Message } from './domain.js';
 
 /**
@@ -22,6 +22,12 @@ export interface EventMeta {
   origin: 'local' | 'remote';
   /** The instance that first published it. */
   instance_id: string;
+  /**
+   * Local events: the ids of the request or WebSocket connection whose work
+   * published it, for the lines subscribers write about it (never sent to
+   * other instances).
+   */
+  logContext?: LogContext;
 }
 
 export type BusHandler<K extends BusEventName> = (payload: BusEvents[K], meta: EventMeta) => void | Promise<void>;
@@ -64,31 +70,36 @@ export class MessageBus {
     };
   }
 
-  publish<K extends BusEventName>(name: K, payload: BusEvents[K], meta?: EventMeta): void {
-    const m: EventMeta = meta ?? { origin: 'local', instance_id: this.instanceId };
+  /**
+   * `meta` is a cluster bus's (remote events); a local publisher may pass the
+   * CallOptions it was given instead (their `logContext` goes on the event).
+   */
+  publish<K extends BusEventName>(name: K, payload: BusEvents[K], meta?: EventMeta | { logContext?: LogContext }): void {
+    const m: EventMeta =
+      meta !== undefined && 'origin' in meta ? meta : { origin: 'local', instance_id: this.instanceId, logContext: meta?.logContext };
     const set = this.handlers.get(name);
-    if (set) for (const h of set) this.run(name, () => h(payload, m));
-    for (const h of this.anyHandlers) this.run(name, () => h(name, payload, m));
+    if (set) for (const h of set) this.run(name, m, () => h(payload, m));
+    for (const h of this.anyHandlers) this.run(name, m, () => h(name, payload, m));
   }
 
   listenerCount(name: BusEventName): number {
     return (this.handlers.get(name)?.size ?? 0) + this.anyHandlers.size;
   }
 
-  private run(name: string, call: () => void | Promise<void>): void {
+  private run(name: string, meta: EventMeta, call: () => void | Promise<void>): void {
     queueMicrotask(() => {
       try {
         const r = call();
         if (r && typeof (r as Promise<void>).then === 'function') {
-          (r as Promise<void>).catch((err: unknown) => this.fail(name, err));
+          (r as Promise<void>).catch((err: unknown) => this.fail(name, meta, err));
         }
       } catch (err) {
-        this.fail(name, err);
+        this.fail(name, meta, err);
       }
     });
   }
 
-  private fail(name: string, err: unknown): void {
-    this.logger.error({ err, event: name }, 'bus subscriber failed');
+  private fail(name: string, meta: EventMeta, err: unknown): void {
+    withContext(this.logger, meta.logContext).error({ err, event: name }, 'bus subscriber failed');
   }
 }

@@ -1,4 +1,5 @@
 import type { Group, Member, Message, User } from '../domain.js';
+import type { LogContext } from '../logger.js';
 import type { MessagePage, SerializedMessagePage } from './storage.port.js';
 
 /**
@@ -31,13 +32,23 @@ export interface UserService {
   setRole(actor: Principal, userId: string, input: unknown): Promise<User>;
 }
 
+/** What a transport tells a service about the work it serves. */
+export interface CallOptions {
+  /**
+   * The ids of the request or WebSocket connection being served: the lines
+   * written for this call (by the service and by the subscribers of the bus
+   * events it publishes) carry them.
+   */
+  logContext?: LogContext;
+}
+
 export interface GroupService {
-  create(actor: Principal, input: unknown): Promise<Group>;
+  create(actor: Principal, input: unknown, options?: CallOptions): Promise<Group>;
   get(actor: Principal, groupId: string): Promise<Group>;
   listForUser(actor: Principal, userId: string): Promise<Group[]>;
-  addMember(actor: Principal, groupId: string, input: unknown): Promise<Member>;
+  addMember(actor: Principal, groupId: string, input: unknown, options?: CallOptions): Promise<Member>;
   listMembers(actor: Principal, groupId: string): Promise<Member[]>;
-  removeMember(actor: Principal, groupId: string, userId: string): Promise<void>;
+  removeMember(actor: Principal, groupId: string, userId: string, options?: CallOptions): Promise<void>;
   /** Group ids of a user, without access checks (for transports that already authenticated the user). */
   groupIdsOf(userId: string): Promise<string[]>;
 }
@@ -45,7 +56,7 @@ export interface GroupService {
 /** The transport name of the AI layer's replies (SendOptions.transport). */
 export const AI_TRANSPORT = 'ai';
 
-export interface SendOptions {
+export interface SendOptions extends CallOptions {
   /** Which transport stored it (metrics, logs): http, ws, amqp, nats, ai, ... */
   transport: string;
   /** Only the AI layer sets this: permits msg_type AI_REPLY. */

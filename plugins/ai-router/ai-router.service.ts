@@ -4,7 +4,7 @@ import type { EventMeta, MessageBus, Unsubscribe } from '../../kernel/bus.js';
 import type { Clock, IdGenerator } from '../../kernel/clock.js';
 import { AI_STATUS, type AiInteractionRecord, type Member, type Message, type User } from '../../kernel/domain.js';
 import { AppError, ForbiddenError, NotFoundError } from '../../kernel/errors.js';
-import type { Logger } from '../../kernel/logger.js';
+import { withContext, type LogContext, type Logger } from '../../kernel/logger.js';
 import { AiCallError, type AiCallInput, type AiCallResult, type AiProvider } from '../../kernel/ports/ai-provider.port.js';
 import { AI_TRANSPORT, type ChatService, type Principal } from '../../kernel/ports/services.port.js';
 import type { AiRecordPatch, Repositories, Storage } from '../../kernel/ports/storage.port.js';
@@ -254,9 +254,9 @@ export class AiRouter {
     }
     this.intakeInFlight++;
     this.track(
-      this.intake(message, true)
+      this.intake(message, true, meta.logContext)
         .catch((err: unknown) => {
-          this.deps.logger.error({ err, message_id: message.message_id }, 'AI intake failed: left to the recovery scan');
+          withContext(this.deps.logger, meta.logContext).error({ err, message_id: message.message_id }, 'AI intake failed: left to the recovery scan');
           this.rescanFrom(message.created_at);
         })
         .finally(() => {
@@ -280,8 +280,11 @@ export class AiRouter {
     if (this.rescanSince === null || createdAt < this.rescanSince) this.rescanSince = createdAt;
   }
 
-  /** Decides and, when forwarded, creates the pending record. True when a record was created. */
-  private async intake(message: Message, live: boolean): Promise<boolean> {
+  /**
+   * Decides and, when forwarded, creates the pending record. True when a record was created.
+   * `logContext`: the ids of the request or socket that stored the message (live intake).
+   */
+  private async intake(message: Message, live: boolean, logContext?: LogContext): Promise<boolean> {
     const decision = await this.decide(message);
     if (!decision.forward) {
       if (decision.reason === 'paused' && live) this.notify(message.group_id, message.message_id, 'paused');
@@ -296,7 +299,7 @@ export class AiRouter {
     });
     if (created) {
       this.history.track(message); // the attempt finds the message (and the group's history) here
-      this.deps.logger.debug({ record_id: record.record_id, message_id: message.message_id }, 'AI record created');
+      withContext(this.deps.logger, logContext).debug({ record_id: record.record_id, message_id: message.message_id }, 'AI record created');
       this.kick();
     }
     return created;

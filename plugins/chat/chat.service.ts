@@ -82,7 +82,8 @@ export class ChatServiceImpl implements ChatService {
       client_msg_id: v.client_msg_id ?? null,
       created_at: clock.nowIso(),
     });
-    if (created) bus.publish('message.stored', { message, transport: options.transport });
+    // the options carry the caller's logContext onto the event
+    if (created) bus.publish('message.stored', { message, transport: options.transport }, options);
     return { message, created };
   }
 

@@ -3,7 +3,7 @@ import type { Group, Member } from '../../kernel/domain.js';
 import type { MessageBus } from '../../kernel/bus.js';
 import type { Clock, IdGenerator } from '../../kernel/clock.js';
 import type { Storage } from '../../kernel/ports/storage.port.js';
-import type { GroupService, Principal } from '../../kernel/ports/services.port.js';
+import type { CallOptions, GroupService, Principal } from '../../kernel/ports/services.port.js';
 import { validate } from '../../lib/validate.js';
 import { addMemberSchema, createGroupSchema } from './groups.schema.js';
 
@@ -17,7 +17,7 @@ interface Deps {
 export class GroupsService implements GroupService {
   constructor(private readonly deps: Deps) {}
 
-  async create(actor: Principal, input: unknown): Promise<Group> {
+  async create(actor: Principal, input: unknown, options?: CallOptions): Promise<Group> {
     const v = validate(createGroupSchema, input);
     const { storage, clock, ids } = this.deps;
     const creator = await storage.users.get(actor.user_id);
@@ -47,7 +47,7 @@ export class GroupsService implements GroupService {
       for (const m of members) await tx.members.add(m);
       return g;
     });
-    for (const member of members) this.deps.bus.publish('member.added', { member });
+    for (const member of members) this.deps.bus.publish('member.added', { member }, options);
     return created;
   }
 
@@ -64,7 +64,7 @@ export class GroupsService implements GroupService {
     return this.deps.storage.groups.listForUser(userId);
   }
 
-  async addMember(actor: Principal, groupId: string, input: unknown): Promise<Member> {
+  async addMember(actor: Principal, groupId: string, input: unknown, options?: CallOptions): Promise<Member> {
     const v = validate(addMemberSchema, input);
     const g = await this.requireGroup(groupId);
     await this.requireManager(actor, g);
@@ -75,7 +75,7 @@ export class GroupsService implements GroupService {
       if (err instanceof ConflictError) throw new ConflictError(`user '${v.user_id}' is already a member of '${groupId}'`);
       throw err;
     });
-    this.deps.bus.publish('member.added', { member: added });
+    this.deps.bus.publish('member.added', { member: added }, options);
     return added;
   }
 
@@ -85,13 +85,13 @@ export class GroupsService implements GroupService {
     return this.deps.storage.members.list(groupId);
   }
 
-  async removeMember(actor: Principal, groupId: string, userId: string): Promise<void> {
+  async removeMember(actor: Principal, groupId: string, userId: string, options?: CallOptions): Promise<void> {
     const g = await this.requireGroup(groupId);
     if (actor.user_id !== userId || actor.admin) await this.requireManager(actor, g);
     const member = await this.deps.storage.members.get(groupId, userId);
     if (!member) throw new NotFoundError(`user '${userId}' is not a member of '${groupId}'`);
     const removed = await this.deps.storage.members.remove(groupId, userId);
-    if (removed) this.deps.bus.publish('member.removed', { member });
+    if (removed) this.deps.bus.publish('member.removed', { member }, options);
   }
 
   groupIdsOf(userId: string): Promise<string[]> {

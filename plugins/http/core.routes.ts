@@ -89,7 +89,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       tags: ['groups'],
       schemas: { body: createGroupSchema, response: groupDoc },
       successStatus: 201,
-      handler: async (req) => ({ status: 201, body: await groupService.create(who(req), bodyOf(req)) }),
+      handler: async (req) => ({ status: 201, body: await groupService.create(who(req), bodyOf(req), { logContext: req.logContext }) }),
     },
     {
       method: 'GET',
@@ -108,7 +108,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       tags: ['groups'],
       schemas: { params: groupIdParams, body: addMemberSchema, response: memberDoc },
       successStatus: 201,
-      handler: async (req) => ({ status: 201, body: await groupService.addMember(who(req), req.params.group_id!, bodyOf(req)) }),
+      handler: async (req) => ({ status: 201, body: await groupService.addMember(who(req), req.params.group_id!, bodyOf(req), { logContext: req.logContext }) }),
     },
     {
       method: 'GET',
@@ -128,7 +128,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       schemas: { params: memberParams },
       successStatus: 204,
       handler: async (req) => {
-        await groupService.removeMember(who(req), req.params.group_id!, req.params.user_id!);
+        await groupService.removeMember(who(req), req.params.group_id!, req.params.user_id!, { logContext: req.logContext });
         return { status: 204 };
       },
     },
@@ -142,7 +142,7 @@ export function coreRoutes(container: Container, maxContentLength: number): Rout
       schemas: { body: sendMessageSchema(maxContentLength), response: messageDoc },
       successStatus: 201,
       handler: async (req) => {
-        const { message, created } = await chatService.send(who(req), bodyOf(req), { transport: 'http' });
+        const { message, created } = await chatService.send(who(req), bodyOf(req), { transport: 'http', logContext: req.logContext });
         return { status: created ? 201 : 200, body: message };
       },
     },

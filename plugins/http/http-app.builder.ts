@@ -244,6 +244,7 @@ export function buildRouter(deps: RouterDeps): { router: Router; staticPaths: Ko
         headers: ctx.headers,
         requestId: st.requestId,
         logger: st.logger,
+        logContext: st.logger.context,
       };
       const res = await route.handler(req);
       if (res.headers) for (const k in res.headers) ctx.set(k, res.headers[k]!);

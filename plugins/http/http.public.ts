@@ -6,7 +6,7 @@
 import type { Server } from 'node:http';
 import type Joi from 'joi';
 import type Koa from 'koa';
-import type { Logger } from '../../kernel/logger.js';
+import type { LogContext, Logger } from '../../kernel/logger.js';
 import type { Principal } from '../../kernel/ports/services.port.js';
 
 /** Contribution point: RouteDefinition values. */
@@ -25,7 +25,13 @@ export interface HttpRequest {
   body: unknown;
   headers: Record<string, string | string[] | undefined>;
   requestId: string;
+  /** This request's logger: its lines carry req_id and user_id. */
   logger: Logger;
+  /**
+   * The ids its lines carry (req_id, user_id): pass them on to services (their
+   * CallOptions) so the lines written for this request elsewhere carry them too.
+   */
+  logContext: LogContext;
 }
 
 export interface HttpResponse {

@@ -191,18 +191,20 @@ export class WsServer {
     const { logger, chatService, groupService } = this.deps;
     const conn = this.hub.add(admission.userId, socket);
     const session = new WsSession(conn, admission.principal, { hub: this.hub, chatService, logger }, this.opts);
+    // the socket's lines carry conn and user_id
+    const log = session.logger;
     socket.on('message', (data, isBinary) => session.onFrame(data, isBinary));
     socket.on('pong', () => {
       conn.alive = true;
     });
     socket.on('close', () => this.hub.remove(conn));
-    socket.on('error', (err) => logger.debug({ err, user_id: conn.userId }, 'ws: socket error'));
-    logger.debug({ user_id: conn.userId, conn: conn.id }, 'ws: connected');
+    socket.on('error', (err) => log.debug({ err }, 'ws: socket error'));
+    log.debug('ws: connected');
     groupService.groupIdsOf(admission.userId).then(
       (ids) => this.hub.loaded(conn, ids),
       (err: unknown) => {
         const e: AppError = toAppError(err);
-        logger.error({ err, code: e.code, user_id: conn.userId }, "ws: cannot load the user's groups: closing socket");
+        log.error({ err, code: e.code }, "ws: cannot load the user's groups: closing socket");
         this.hub.remove(conn);
         socket.close(1011, e.code === 'UNAVAILABLE' ? 'storage unavailable, retry later' : 'internal error');
       },

@@ -1,6 +1,6 @@
 import type { RawData } from 'ws';
 import { AppError, InvalidJsonError, PayloadTooLargeError, RateLimitedError, ValidationError, toAppError } from '../../kernel/errors.js';
-import type { Logger } from '../../kernel/logger.js';
+import { ContextLogger, type LogContext, type Logger } from '../../kernel/logger.js';
 import type { ChatService, Principal } from '../../kernel/ports/services.port.js';
 import { validate } from '../../lib/validate.js';
 import type { WsConn, WsHub } from './ws-hub.service.js';
@@ -15,13 +15,20 @@ import { frameEnvelopeSchema, pingFrameSchema, sendFrameSchema, syncFrameSchema,
 export class WsSession {
   private chain: Promise<void> = Promise.resolve();
   private queued = 0;
+  /** The socket's ids (conn, user_id): on its lines, and handed to the chat service with each send. */
+  private readonly logContext: LogContext;
+  /** The socket's logger: its lines carry conn and user_id (a child is made only when one is written). */
+  readonly logger: Logger;
 
   constructor(
     private readonly conn: WsConn,
     private readonly principal: Principal,
     private readonly deps: { hub: WsHub; chatService: ChatService; logger: Logger },
     private readonly opts: Pick<WsOptions, 'maxFrameBytes' | 'maxQueuedFrames'>,
-  ) {}
+  ) {
+    this.logContext = { conn: conn.id, user_id: conn.userId };
+    this.logger = new ContextLogger(deps.logger, this.logContext);
+  }
 
   onFrame(data: RawData, isBinary: boolean): void {
     this.conn.alive = true;
@@ -61,7 +68,7 @@ export class WsSession {
 
   private async send(raw: unknown): Promise<void> {
     const { type: _type, ...input } = validate(sendFrameSchema, raw, 'frame');
-    const { message } = await this.deps.chatService.send(this.principal, input, { transport: 'ws' });
+    const { message } = await this.deps.chatService.send(this.principal, input, { transport: 'ws', logContext: this.logContext });
     this.deps.hub.sendTo(this.conn, { type: 'ack', client_msg_id: input.client_msg_id, data: message });
   }
 
@@ -77,8 +84,8 @@ export class WsSession {
 
   private fail(err: unknown, raw: unknown): void {
     const e: AppError = toAppError(err);
-    if (e.code === 'INTERNAL') this.deps.logger.error({ err, user_id: this.conn.userId }, 'ws: frame failed');
-    else this.deps.logger.debug({ code: e.code, user_id: this.conn.userId }, 'ws: frame refused');
+    if (e.code === 'INTERNAL') this.logger.error({ err }, 'ws: frame failed');
+    else this.logger.debug({ code: e.code }, 'ws: frame refused');
     const cmi = typeof raw === 'object' && raw !== null ? (raw as { client_msg_id?: unknown }).client_msg_id : undefined;
     this.deps.hub.sendTo(this.conn, {
       type: 'error',
