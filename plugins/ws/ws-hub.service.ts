@@ -132,8 +132,13 @@ export class WsHub implements WsConnections {
 
   /** Sends one frame to one socket (ack, error, sync, pong). */
   sendTo(conn: WsConn, frame: ServerFrame): boolean {
-    const ok = this.write(conn, Buffer.from(JSON.stringify(frame)));
-    if (ok) this.metrics?.framesSent.inc({ type: frame.type });
+    return this.sendSerialized(conn, frame.type, JSON.stringify(frame));
+  }
+
+  /** `sendTo` for a frame serialised already (`json` must be a ServerFrame of this type). */
+  sendSerialized(conn: WsConn, type: ServerFrame['type'], json: string): boolean {
+    const ok = this.write(conn, Buffer.from(json));
+    if (ok) this.metrics?.framesSent.inc({ type });
     return ok;
   }
 

@@ -74,12 +74,17 @@ export class WsSession {
 
   private async sync(raw: unknown): Promise<void> {
     const f = validate(syncFrameSchema, raw, 'frame');
-    const page = await this.deps.chatService.list(this.principal, {
+    const page = await this.deps.chatService.listSerialized(this.principal, {
       group_id: f.group_id,
       after_seq: f.after_seq,
       ...(f.limit === undefined ? {} : { limit: f.limit }),
     });
-    this.deps.hub.sendTo(this.conn, { type: 'sync', group_id: f.group_id, data: page.messages, has_more: page.has_more });
+    // a reconnect storm is a storm of syncs: the page's JSON, as the storage wrote it, goes into the frame
+    this.deps.hub.sendSerialized(
+      this.conn,
+      'sync',
+      `{"type":"sync","group_id":${JSON.stringify(f.group_id)},"data":${page.messages_json},"has_more":${page.has_more}}`,
+    );
   }
 
   private fail(err: unknown, raw: unknown): void {
