@@ -1,12 +1,18 @@
 import Joi from 'joi';
 import { MSG_TYPES, type MsgType } from '../../kernel/domain.js';
+import { AI_TRANSPORT } from '../../kernel/ports/services.port.js';
 import { idSchema } from '../../lib/ids.schema.js';
 
 export interface ChatOptions {
   /** Longest msg_content accepted, in characters (UTF-16 code units). */
   maxContentLength: number;
-  /** Per-user send rate: `points` sends per `durationSeconds`; 0 points = unlimited. */
-  rateLimit: { points: number; durationSeconds: number };
+  /**
+   * Per-user send rate: `points` sends per `durationSeconds`; 0 points =
+   * unlimited. It applies to sends through the listed `transports` (default:
+   * the clients' own, http and ws); broker ingress is a trusted back end whose
+   * pace is its prefetch / maxInFlight, and AI replies are never limited.
+   */
+  rateLimit: { points: number; durationSeconds: number; transports: string[] };
   /**
    * How long a confirmed membership is remembered for the send/read checks
    * (ms; 0 = ask storage every time). Removals arriving on the bus (this
@@ -22,6 +28,11 @@ export const chatOptionsSchema = Joi.object<ChatOptions>({
   rateLimit: Joi.object({
     points: Joi.number().integer().min(0).default(50),
     durationSeconds: Joi.number().integer().min(1).default(1),
+    transports: Joi.array()
+      // transport names as SendOptions.transport gives them (http, ws, amqp, nats, a plugin's own); never the AI layer's
+      .items(Joi.string().pattern(/^[a-z][a-z0-9-]*$/).invalid(AI_TRANSPORT))
+      .unique()
+      .default(['http', 'ws']),
   }).default(),
   membershipCacheMs: Joi.number().integer().min(0).max(600_000).default(5000),
   membershipCacheSize: Joi.number().integer().min(1).max(10_000_000).default(100_000),

@@ -26,6 +26,8 @@ interface Deps {
 export class ChatServiceImpl implements ChatService {
   private readonly sendSchema;
   private readonly limiter: RateLimiterMemory | null;
+  /** The transports whose sends the limiter counts. */
+  private readonly limited: ReadonlySet<string>;
   /** `${group_id}\u0000${user_id}` -> remembered until (ms); positive answers only. */
   private readonly members = new Map<string, number>();
   /** Durations of users' sends (AI replies excluded), per window of SEND_LATENCY_WINDOW_MS. */
@@ -45,6 +47,7 @@ export class ChatServiceImpl implements ChatService {
       options.rateLimit.points > 0
         ? new RateLimiterMemory({ points: options.rateLimit.points, duration: options.rateLimit.durationSeconds })
         : null;
+    this.limited = new Set(options.rateLimit.transports);
   }
 
   async send(actor: Principal, input: unknown, options: SendOptions): Promise<SendResult> {
@@ -112,7 +115,7 @@ export class ChatServiceImpl implements ChatService {
   }
 
   private async consumeRate(userId: string, options: SendOptions): Promise<void> {
-    if (!this.limiter || options.allowAiReply) return;
+    if (!this.limiter || !this.limited.has(options.transport)) return;
     try {
       await this.limiter.consume(userId);
     } catch (res) {

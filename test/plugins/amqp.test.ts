@@ -198,11 +198,11 @@ if (await requireService(t, 'amqp')) {
 
   t.test('rate limited sends are requeued after the limiter wait, not dead-lettered', async (t) => {
     const n2 = names(t);
-    // bootKernel turns the limiter off by default: one send per second per user here
+    // bootKernel turns the limiter off, and it counts no broker ingress by default: one amqp send per second per user here
     const k2 = await bootKernel(t, {
       plugins: ['auth', 'users', 'groups', 'chat', 'amqp-ingress'],
       config: {
-        chat: { rateLimit: { points: 1, durationSeconds: 1 } },
+        chat: { rateLimit: { points: 1, durationSeconds: 1, transports: ['amqp'] } },
         amqp: { url: SERVICES.amqp.url },
         'amqp-ingress': { queue: n2.queue, dlq: n2.dlq, retryDelayMs: 50 },
       },

@@ -84,6 +84,23 @@ t.test('chat: per-user rate limit', async (t) => {
   t.ok((err as { retryAfterSeconds: number }).retryAfterSeconds >= 1);
   t.equal((await c.chatService.send(as('doc'), { group_id: 'g', msg_content: 'x' }, { transport: 'http' })).created, true, 'per user');
   t.equal((await c.chatService.list(admin, { group_id: 'g' })).messages.length, 4, 'the limited send stored nothing');
+  for (let i = 0; i < 5; i++) {
+    t.equal((await c.chatService.send(as('pat'), { group_id: 'g', msg_content: 'x' }, { transport: 'amqp' })).created, true, 'broker ingress is not counted by default');
+  }
+  await t.rejects(c.chatService.send(as('pat'), { group_id: 'g', msg_content: 'x' }, { transport: 'ws' }), { code: 'RATE_LIMITED' }, 'ws is');
+});
+
+t.test('chat: rateLimit.transports chooses what the limit counts', async (t) => {
+  const { c } = await bootKernel(t, { config: { chat: { rateLimit: { points: 1, durationSeconds: 60, transports: ['nats'] } } } });
+  await seedGroup(c, 'g', ['pat']);
+  await c.chatService.send(as('pat'), { group_id: 'g', msg_content: 'x' }, { transport: 'nats' });
+  await t.rejects(c.chatService.send(as('pat'), { group_id: 'g', msg_content: 'x' }, { transport: 'nats' }), { code: 'RATE_LIMITED' });
+  t.equal((await c.chatService.send(as('pat'), { group_id: 'g', msg_content: 'x' }, { transport: 'http' })).created, true, 'http not listed: not counted');
+  await t.rejects(
+    bootKernel(t, { config: { chat: { rateLimit: { transports: ['ai'] } } } }),
+    /transports/,
+    'the AI layer cannot be rate limited',
+  );
 });
 
 t.test('chat: concurrent sends keep seq gap-free', async (t) => {
