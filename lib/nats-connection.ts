@@ -316,6 +316,10 @@ export function isNatsAuthError(err: unknown): boolean {
   return /authori[sz]ation violation|authentication/i.test((err as Error | null)?.message ?? '');
 }
 
+function isNatsTimeout(err: unknown): boolean {
+  return err instanceof natsErrors.TimeoutError || (err as Error | null)?.message === 'timeout';
+}
+
 /** A connect error caused by TLS (no TLS on the server, certificate not trusted, handshake failed). */
 export function isNatsTlsError(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown; cause?: unknown } | null;
@@ -334,6 +338,11 @@ export function natsConnectFailure(err: unknown, ep: NatsEndpoint): { fields: Re
     return { fields, msg: `nats server refused the credentials: check ${s}.user/password, ${s}.token, ${s}.credsFile or ${s}.nkeySeedFile`, misconfigured: true };
   }
   if (isNatsTlsError(err)) return { fields, msg: `nats TLS failed: check ${s}.tls (caFile, certFile/keyFile) and the server's certificate`, misconfigured: true };
+  if (ep.tls && !ep.tls.certFile && isNatsTimeout(err)) {
+    // A server that requires client certificates (--tlsverify) rejects the client after the TLS 1.3
+    // handshake; with reconnects on, the client then reports a timeout, not the TLS alert.
+    return { fields, msg: `nats connect timed out over TLS: if the server requires client certificates, set ${s}.tls.certFile and ${s}.tls.keyFile`, misconfigured: false };
+  }
   return { fields, msg: 'nats connect or setup failed', misconfigured: false };
 }
 
@@ -343,6 +352,8 @@ export interface NatsConnectionSettings {
   reconnect: { initialDelayMs: number; maxDelayMs: number };
   /** How long start() waits for the first connection before going on (readiness stays red meanwhile). */
   startWaitMs: number;
+  /** Limit for each connection handshake (TCP, TLS, CONNECT/PONG). */
+  connectTimeoutMs: number;
 }
 
 export const natsConnectionKeys = {
@@ -352,6 +363,7 @@ export const natsConnectionKeys = {
     maxDelayMs: Joi.number().integer().min(10).max(600_000).default(10_000),
   }).default(),
   startWaitMs: Joi.number().integer().min(0).max(120_000).default(5000),
+  connectTimeoutMs: Joi.number().integer().min(100).max(120_000).default(10_000),
 };
 
 export class NatsConnectionManager {
@@ -427,6 +439,7 @@ export class NatsConnectionManager {
           maxReconnectAttempts: -1,
           reconnectDelayHandler: () => this.delay(this.reconnectAttempts++),
           waitOnFirstConnect: false,
+          timeout: this.settings.connectTimeoutMs,
         });
         if (this.closed) {
           await nc.close().catch(() => undefined);

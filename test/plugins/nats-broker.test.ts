@@ -2,15 +2,25 @@
  * nats-ingress (core subject and JetStream) and nats-egress against the
  * machine's real NATS server. Subjects, streams and consumers are unique per
  * test; the plugin connects through a TCP proxy so a test can cut it off.
+ * The security settings (credentials, TLS) run against private nats-server
+ * processes started by the tests themselves (test/helpers/nats-server.ts).
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, type Msg, type NatsConnection } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, nkeyAuthenticator, type ConnectionOptions, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import t from 'tap';
 import type { Test } from 'tap';
 import type { Cradle } from '../../kernel/container.js';
 import { UnavailableError } from '../../kernel/errors.js';
-import { admin, as, seedGroup, type BootOptions } from '../helpers/boot.js';
+import { loadConfig } from '../../config/loader.js';
+import { admin, as, bootKernel, seedGroup, type BootOptions } from '../helpers/boot.js';
+import { recordingLogger, type LogLine } from '../helpers/logger.js';
+import { makeNkeySetup, makeOperatorSetup, makePki, requireTools, startNatsServer, tempDir, type NatsServer } from '../helpers/nats-server.js';
 import { api, bootWithOptionalHttp, tokenFor } from '../helpers/http.js';
 import { SERVICES, requireService } from '../helpers/services.js';
 import { startTcpProxy, waitFor, type TcpProxy } from '../helpers/tcp-proxy.js';
@@ -341,3 +351,225 @@ if (await requireService(t, 'nats')) {
     t.match(f.data, { group_id: 'g1', from_user_id: 'pat1', msg_content: TEXT });
   });
 }
+
+// ---- Securing NATS: credentials and TLS (private nats-server processes, not the shared server) ----
+
+const PASSWORD = 'p@ss:w/rd-never-logged';
+const secPayload = (client_msg_id: string) =>
+  Buffer.from(JSON.stringify({ from_user_id: 'pat1', group_id: 'g1', msg_content: TEXT, client_msg_id }));
+
+/** A kernel with nats-ingress + nats-egress on `nats` (the shared section: URL, credentials, TLS), recording its log. */
+async function bootSecured(t: Test, nats: Record<string, unknown>, lines: LogLine[] = [], startWaitMs = 3000) {
+  const id = randomBytes(4).toString('hex');
+  const subject = `sec.${id}.inbound`;
+  const prefix = `sec.${id}.events`;
+  const { c, kernel } = await bootKernel(t, {
+    plugins: ['auth', 'users', 'groups', 'chat', 'nats-egress', 'nats-ingress'],
+    logger: recordingLogger(lines),
+    config: {
+      nats,
+      'nats-ingress': { subject, dlqSubject: `${subject}.dlq`, queueGroup: `q-${id}`, startWaitMs, connectTimeoutMs: 1000, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } },
+      'nats-egress': { subjectPrefix: prefix, startWaitMs, connectTimeoutMs: 1000, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } },
+    },
+  });
+  return { c, kernel, subject, prefix };
+}
+
+/** Connected, and a message goes all the way: request on the inbound subject -> stored -> published by egress. */
+async function assertDelivers(t: Test, server: NatsServer, clientOpts: Partial<ConnectionOptions>, nats: Record<string, unknown>, what: string) {
+  const { c, subject, prefix } = await bootSecured(t, nats);
+  await waitFor(() => c.natsIngress.connected && c.natsEgress.connected, `${what}: ingress and egress connected`, 10_000);
+  await seedGroup(c, 'g1', ['pat1']);
+  const client = await connect({ servers: server.url, ...clientOpts });
+  t.teardown(() => client.close());
+  const events: Msg[] = [];
+  client.subscribe(`${prefix}.>`, { callback: (_e, m) => void events.push(m) });
+  await client.flush();
+  const reply = JSON.parse((await client.request(subject, secPayload(`sec-${what}`), { timeout: 10_000 })).string());
+  t.match(reply, { status: 'stored', message: { client_msg_id: `sec-${what}` } }, `${what}: ingested`);
+  await waitFor(() => events.some((m) => m.subject === `${prefix}.message.g1`), `${what}: egress event received`, 10_000);
+}
+
+/** Started (no crash), not connected, a line (error level unless told) saying which settings to check, no secret anywhere in the log. */
+async function assertRefused(t: Test, nats: Record<string, unknown>, msg: RegExp, what: string, secret = PASSWORD, level = 'error') {
+  const lines: LogLine[] = [];
+  const { c, kernel } = await bootSecured(t, nats, lines, 100);
+  t.equal(kernel.state, 'started', `${what}: the service starts anyway`);
+  await waitFor(() => lines.some((l) => l.level === level && msg.test(l.msg ?? '') && l.plugin === 'nats-ingress'), `${what}: ${level} logged`, 10_000);
+  t.equal(c.natsIngress.connected, false, `${what}: ingress not ready`);
+  t.equal(c.natsEgress.connected, false, `${what}: egress not ready`);
+  const line = lines.find((l) => l.level === level && msg.test(l.msg ?? ''))!;
+  t.match(line, { url: /^nats:\/\/127\.0\.0\.1:\d+$|\*\*\*@/ }, `${what}: the line names the server`);
+  t.notMatch(JSON.stringify(lines), secret, `${what}: the secret is never logged`);
+  const began = Date.now();
+  await kernel.stop();
+  t.ok(Date.now() - began < 5000, `${what}: stops promptly while retrying`);
+}
+
+t.test('NATS security: bad settings stop start-up with one line naming the setting, before anything connects', async (t) => {
+  if (!requireTools(t, ['openssl'])) return;
+  const dir = tempDir(t);
+  const pki = await makePki(dir);
+  const { credsFile } = makeOperatorSetup(dir);
+  // stands in for the NATS server: counts connection attempts (there must be none)
+  let attempts = 0;
+  const listener = createServer((s) => {
+    attempts++;
+    s.destroy();
+  });
+  await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => listener.close(() => r())));
+  const port = (listener.address() as { port: number }).port;
+  const url = `nats://127.0.0.1:${port}`;
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['user without password', { user: 'im' }, /^nats-ingress: nats: user and password go together: set both$/],
+    ['token and user', { user: 'im', password: PASSWORD, token: 'tok' }, /^nats-ingress: nats: user \(\+ password\), token, credsFile and nkeySeedFile are exclusive: set one way to authenticate/],
+    ['creds and nkey seed', { credsFile, nkeySeedFile: credsFile }, /nats: user \(\+ password\), token, credsFile and nkeySeedFile are exclusive/],
+    ['creds file missing', { credsFile: join(dir, 'nope.creds') }, /^nats-ingress: nats\.credsFile: cannot read '.*nope\.creds' \(ENOENT\)$/],
+    ['creds file that is not one', { credsFile: pki.caFile }, /^nats-ingress: nats\.credsFile: '.*ca\.pem' is not a NATS credentials file/],
+    ['nkey seed file that is not one', { nkeySeedFile: pki.clientKey }, /^nats-ingress: nats\.nkeySeedFile: '.*client\.key' is not an NKey seed/],
+    ['client certificate without its key', { tls: { certFile: pki.clientCert } }, /^nats-ingress: nats\.tls: certFile and keyFile go together/],
+    ['key of another certificate', { tls: { certFile: pki.clientCert, keyFile: pki.otherKey } }, /^nats-ingress: nats\.tls\.keyFile: '.*other\.key' is not the private key of '.*client\.pem'/],
+    ['CA file missing', { tls: { caFile: join(dir, 'nope.pem') } }, /^nats-ingress: nats\.tls\.caFile: cannot read '.*nope\.pem' \(ENOENT\)$/],
+    ['CA file that is not a certificate', { tls: { caFile: pki.clientKey } }, /^nats-ingress: nats\.tls\.caFile: '.*client\.key' is not a PEM certificate$/],
+    ['credentials in the URL and nats.user', { url: `nats://other:${encodeURIComponent(PASSWORD)}@127.0.0.1:${port}`, user: 'im', password: 'x' }, /^nats-ingress: nats\.url: carries credentials and nats\.user is set too/],
+    ['a misspelt key', { pass: PASSWORD }, /^nats-ingress: nats\.pass: is not allowed$/],
+    ['tls.required not a boolean', { tls: { required: 'yes' } }, /^nats-ingress: nats\.tls\.required: must be a boolean$/],
+  ];
+  for (const [what, nats, re] of cases) {
+    const { kernel } = await bootKernel(t, { plugins: ['auth', 'users', 'groups', 'chat', 'nats-ingress'], config: { nats: { url, ...nats } }, noStart: true });
+    const err = await kernel.start().then(
+      () => null,
+      (e: Error) => e,
+    );
+    t.match(err?.message, re, what);
+    t.notMatch(err?.message ?? '', PASSWORD, `${what}: no secret in the message`);
+    t.equal(kernel.state, 'failed', `${what}: not started`);
+  }
+  // nats-egress checks the same section the same way
+  const egress = await bootKernel(t, { plugins: ['auth', 'users', 'groups', 'chat', 'nats-egress'], config: { nats: { url, token: 'a', user: 'b', password: 'c' } }, noStart: true });
+  await t.rejects(egress.kernel.start(), /^nats-egress: nats: user \(\+ password\), token/);
+  // empty strings are "not set" (placeholders in deployment files)
+  const empty = await bootKernel(t, {
+    plugins: ['auth', 'users', 'groups', 'chat', 'nats-ingress'],
+    config: { nats: { url, user: '', password: '', token: '', tls: { caFile: '' } }, 'nats-ingress': { startWaitMs: 0 } },
+  });
+  t.equal(empty.kernel.state, 'started', 'empty settings are ignored');
+  await empty.kernel.stop();
+  t.equal(attempts > 0, true, 'that one did connect (the listener works)');
+  attempts = 0;
+  await bootKernel(t, { plugins: ['auth', 'users', 'groups', 'chat', 'nats-ingress'], config: { nats: { url, user: 'im' } }, noStart: true }).then((b) => b.kernel.start().catch(() => undefined));
+  t.equal(attempts, 0, 'no connection was attempted by a kernel with bad settings');
+});
+
+t.test('NATS security: IM_NATS_* variables fill section nats; a bad one stops the process with one line naming the variable', async (t) => {
+  const cfg = loadConfig({
+    env: {
+      IM_NATS_URL: 'tls://nats.internal:4222',
+      IM_NATS_USER: 'im',
+      IM_NATS_PASSWORD: PASSWORD,
+      IM_NATS_TOKEN: 't',
+      IM_NATS_CREDS_FILE: '/run/secrets/im.creds',
+      IM_NATS_NKEY_SEED_FILE: '/run/secrets/im.nk',
+      IM_NATS_TLS_REQUIRED: 'true',
+      IM_NATS_TLS_CA_FILE: '/run/secrets/ca.pem',
+      IM_NATS_TLS_CERT_FILE: '/run/secrets/im.pem',
+      IM_NATS_TLS_KEY_FILE: '/run/secrets/im.key',
+      IM_NATS_TLS_HANDSHAKE_FIRST: 'false',
+    },
+  });
+  t.same(cfg.nats, {
+    url: 'tls://nats.internal:4222',
+    user: 'im',
+    password: PASSWORD,
+    token: 't',
+    credsFile: '/run/secrets/im.creds',
+    nkeySeedFile: '/run/secrets/im.nk',
+    tls: { required: 'true', caFile: '/run/secrets/ca.pem', certFile: '/run/secrets/im.pem', keyFile: '/run/secrets/im.key', handshakeFirst: 'false' },
+  });
+
+  // the real process: a client certificate file that does not exist
+  const dir = tempDir(t);
+  const file = join(dir, 'config.json');
+  writeFileSync(file, JSON.stringify({ adapters: { storage: 'memory', cluster: 'none', 'ai-provider': 'none' } }));
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('IM_')));
+  const child = spawn(process.execPath, [fileURLToPath(new URL('../../bin/main.js', import.meta.url))], {
+    cwd: dir,
+    env: {
+      ...clean,
+      IM_CONFIG: file,
+      IM_PLUGINS: 'auth,users,groups,chat,nats-ingress',
+      IM_JWT_SECRET: 'nats-security-test-secret-0123456789',
+      IM_NATS_URL: 'nats://127.0.0.1:1',
+      IM_NATS_USER: 'im',
+      IM_NATS_PASSWORD: PASSWORD,
+      IM_NATS_TLS_CERT_FILE: join(dir, 'missing.pem'),
+      IM_NATS_TLS_KEY_FILE: join(dir, 'missing.key'),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  t.equal(code, 1, 'exit code 1');
+  const stderrLines = err.trim().split('\n');
+  t.equal(stderrLines.length, 1, 'one line on stderr');
+  t.match(stderrLines[0], /^(nats-ingress|cluster): nats\.tls\.certFile: cannot read '.*missing\.pem' \(ENOENT\) \(from IM_NATS_TLS_CERT_FILE\)$/);
+  t.notMatch(out + err, PASSWORD, 'the password is in neither stdout nor stderr');
+});
+
+t.test('NATS security: user + password', async (t) => {
+  if (!requireTools(t, ['nats-server'])) return;
+  const server = await startNatsServer(t, ['--user', 'im', '--pass', PASSWORD]);
+  const creds = { user: 'im', pass: PASSWORD };
+  await t.test('nats.user / nats.password: connects and delivers', (t) => assertDelivers(t, server, creds, { url: server.url, user: 'im', password: PASSWORD }, 'userpass'));
+  await t.test('credentials in nats.url (percent-encoded): connects and delivers', (t) =>
+    assertDelivers(t, server, creds, { url: `nats://im:${encodeURIComponent(PASSWORD)}@127.0.0.1:${server.port}` }, 'url'));
+  await t.test('a wrong password: unready, a clear error line, no crash', (t) =>
+    assertRefused(t, { url: server.url, user: 'im', password: 'wrong-password-x' }, /^nats server refused the credentials: check nats\.user\/password/, 'wrong password', 'wrong-password-x'));
+  await t.test('no credentials: unready, a clear error line', (t) => assertRefused(t, { url: server.url }, /^nats server refused the credentials/, 'none'));
+});
+
+t.test('NATS security: TLS (server certificate from a test CA) and client certificates', async (t) => {
+  if (!requireTools(t, ['nats-server', 'openssl'])) return;
+  const pki = await makePki(tempDir(t));
+  const tls = await startNatsServer(t, ['--tls', '--tlscert', pki.serverCert, '--tlskey', pki.serverKey]);
+  const mtls = await startNatsServer(t, ['--tlsverify', '--tlscert', pki.serverCert, '--tlskey', pki.serverKey, '--tlscacert', pki.caFile]);
+  const plain = await startNatsServer(t, []);
+  await t.test('tls.caFile: the server is verified against the test CA; connects and delivers', (t) =>
+    assertDelivers(t, tls, { tls: { caFile: pki.caFile } }, { url: tls.url, tls: { caFile: pki.caFile } }, 'tls'));
+  await t.test('tls:// URL with tls.caFile: connects and delivers', (t) =>
+    assertDelivers(t, tls, { tls: { caFile: pki.caFile } }, { url: `tls://127.0.0.1:${tls.port}`, tls: { caFile: pki.caFile } }, 'tlsurl'));
+  await t.test('without the CA the certificate is not trusted: unready, a clear error line', (t) =>
+    assertRefused(t, { url: tls.url }, /^nats TLS failed: check nats\.tls/, 'untrusted'));
+  await t.test('tls.required against a server without TLS: unready, a clear error line (no plaintext fallback)', (t) =>
+    assertRefused(t, { url: plain.url, tls: { required: true } }, /^nats TLS failed: check nats\.tls/, 'required'));
+  await t.test('client certificate (server with --tlsverify): connects and delivers', (t) =>
+    assertDelivers(
+      t,
+      mtls,
+      { tls: { caFile: pki.caFile, certFile: pki.clientCert, keyFile: pki.clientKey } },
+      { url: mtls.url, tls: { caFile: pki.caFile, certFile: pki.clientCert, keyFile: pki.clientKey } },
+      'mtls',
+    ));
+  // TLS 1.3: the server rejects the missing certificate after the handshake, which the client (reconnects on) reports as a timeout
+  await t.test('no client certificate for a --tlsverify server: unready, a line pointing at tls.certFile', (t) =>
+    assertRefused(t, { url: mtls.url, tls: { caFile: pki.caFile } }, /^nats connect timed out over TLS: if the server requires client certificates, set nats\.tls\.certFile/, 'no client cert', PASSWORD, 'warn'));
+});
+
+t.test('NATS security: NKey seed and .creds (decentralised JWT auth)', async (t) => {
+  if (!requireTools(t, ['nats-server'])) return;
+  const dir = tempDir(t);
+  const nk = makeNkeySetup(dir);
+  const op = makeOperatorSetup(dir);
+  const nkServer = await startNatsServer(t, ['-c', nk.config]);
+  const opServer = await startNatsServer(t, ['-c', op.config]);
+  await t.test('nats.nkeySeedFile: connects and delivers', (t) =>
+    assertDelivers(t, nkServer, { authenticator: nkeyAuthenticator(new TextEncoder().encode(readFileSync(nk.seedFile, 'utf8').trim())) }, { url: nkServer.url, nkeySeedFile: nk.seedFile }, 'nkey'));
+  await t.test('nats.credsFile: connects and delivers', (t) =>
+    assertDelivers(t, opServer, { authenticator: credsAuthenticator(readFileSync(op.credsFile)) }, { url: opServer.url, credsFile: op.credsFile }, 'creds'));
+  await t.test('an NKey the server does not know: unready, a clear error line', (t) =>
+    assertRefused(t, { url: nkServer.url, credsFile: op.credsFile }, /^nats server refused the credentials/, 'unknown nkey'));
+});
