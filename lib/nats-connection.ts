@@ -98,13 +98,19 @@ function dropEmpty(v: unknown): unknown {
   return out;
 }
 
-/** Validates with joi; errors name the setting under `prefix` (`nats.tls.keyFile: ...`). */
-function validateAt<T>(schema: Joi.Schema<T>, raw: unknown, prefix: string): T {
+/**
+ * Validates a section holding NATS settings (empty strings = not set); errors
+ * name the setting under `prefix` (`nats.tls.keyFile: ...`), and a rule between
+ * settings (`user and password go together`) is named by the prefix alone, or
+ * stands alone with an empty prefix (the kernel puts the unit's name before it).
+ */
+export function validateNatsSection<T>(schema: Joi.Schema<T>, raw: unknown, prefix: string): T {
   const { error, value } = schema.validate(dropEmpty(raw ?? {}), { abortEarly: true, allowUnknown: false, convert: true });
   if (error) {
     const d = error.details[0]!;
-    const path = [prefix, ...d.path].filter(Boolean).join('.') || '(root)';
-    throw new Error(`${path}: ${d.message.replace(/"[^"]*" /, '').replace(/"/g, "'")}`);
+    const path = [prefix, ...d.path].filter(Boolean).join('.');
+    const message = d.message.replace(/"[^"]*" /, '').replace(/"/g, "'");
+    throw new Error(path ? `${path}: ${message}` : message);
   }
   return value;
 }
@@ -279,7 +285,7 @@ export function resolveNatsEndpoint(url: string, security: NatsSecurity, where: 
  * validated (unknown keys refused) and resolved. Errors name `nats.<setting>`.
  */
 export function natsSharedEndpoint(config: Readonly<Record<string, unknown>>, url: string): NatsEndpoint {
-  const section = validateAt(sharedSectionSchema, config.nats, 'nats') as Record<string, unknown>;
+  const section = validateNatsSection(sharedSectionSchema, config.nats, 'nats') as Record<string, unknown>;
   return resolveNatsEndpoint(url, pickNatsSecurity(section), 'nats.');
 }
 

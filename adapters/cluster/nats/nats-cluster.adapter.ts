@@ -1,7 +1,6 @@
 import { aliasTo, asFunction } from 'awilix';
 import { definePlugin } from '../../../kernel/plugin.js';
-import { validateOptions } from '../../../lib/validate.js';
-import { hasNatsSecurity, natsSharedEndpoint, pickNatsSecurity, resolveNatsEndpoint, withoutEmptyNatsSecurity } from '../../../lib/nats-connection.js';
+import { hasNatsSecurity, natsSharedEndpoint, pickNatsSecurity, resolveNatsEndpoint, validateNatsSection, withoutEmptyNatsSecurity } from '../../../lib/nats-connection.js';
 // The contribution point's name only (a public contract file): /readyz reports the NATS connection.
 import { READINESS_CHECKS, type ReadinessCheck } from '../../../lib/readiness.js';
 import { NatsClusterBus, type ClusterBusStatus } from './nats-cluster.bus.js';
@@ -39,7 +38,7 @@ export const natsClusterAdapter = definePlugin<NatsClusterOptions>({
     if (useShared && hasNatsSecurity(own)) {
       throw new Error('user, password, token, credsFile, nkeySeedFile and tls apply only with cluster.url: set them in section nats (IM_NATS_*) for nats.url');
     }
-    const settings = validateOptions(natsClusterOptionsSchema, useShared ? { ...own, url: shared } : own);
+    const settings = validateNatsSection(natsClusterOptionsSchema, useShared ? { ...own, url: shared } : own, '');
     const endpoint = useShared
       ? natsSharedEndpoint(config, settings.url)
       : resolveNatsEndpoint(settings.url, pickNatsSecurity(settings as unknown as Record<string, unknown>), '', 'cluster');

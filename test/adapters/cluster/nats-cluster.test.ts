@@ -7,6 +7,8 @@ import { api, bootHttp, tokenFor } from '../../helpers/http.js';
 import { createTestDatabase, requireService, SERVICES } from '../../helpers/services.js';
 import { startTcpProxy, waitFor } from '../../helpers/tcp-proxy.js';
 import { connectWs, type Frame, type WsTestClient } from '../../helpers/ws-client.js';
+import { makePki, requireTools, startNatsServer, tempDir } from '../../helpers/nats-server.js';
+import type { EventMeta } from '../../../kernel/bus.js';
 import type { Cradle } from '../../../kernel/container.js';
 import type { Message } from '../../../kernel/domain.js';
 import '../../../plugins/ws/ws.public.js';
@@ -168,4 +170,47 @@ t.test('two instances, one PostgreSQL, one NATS', async (t) => {
   t.equal(proxy.connections, 0, 'no reconnect after stop');
   await A.kernel.stop();
   t.equal(A.c.clusterBus.connected, false);
+});
+
+t.test('secured NATS (TLS from a test CA + user/password): the bus relays; bad settings fail start-up with one clear line', async (t) => {
+  if (!requireTools(t, ['nats-server', 'openssl'])) return;
+  const pki = await makePki(tempDir(t));
+  const PASSWORD = 'cluster-pw-never-shown';
+  const server = await startNatsServer(t, ['--tls', '--tlscert', pki.serverCert, '--tlskey', pki.serverKey, '--user', 'im', '--pass', PASSWORD]);
+  const prefix = `im.test.${randomBytes(4).toString('hex')}`;
+  const secured = { url: server.url, user: 'im', password: PASSWORD, tls: { caFile: pki.caFile } };
+  const boot = (id: string, config: Record<string, unknown>, noStart = false) =>
+    bootKernel(t, { adapters: { storage: 'memory', cluster: 'nats' }, config: { instanceId: id, ...config }, noStart });
+
+  // A: the shared section nats (IM_NATS_*); B: its own cluster.url with its own settings
+  const A = await boot('sec-a', { nats: secured, cluster: { subjectPrefix: prefix } });
+  const B = await boot('sec-b', { cluster: { ...secured, subjectPrefix: prefix } });
+  t.equal(A.c.clusterBus.connected, true, 'A connected with the settings of section nats');
+  t.equal(B.c.clusterBus.connected, true, 'B connected with its own cluster.* settings');
+  const got: EventMeta[] = [];
+  B.c.bus.subscribe('group.notify', (_p, meta) => void got.push(meta));
+  A.c.bus.publish('group.notify', { group_id: 'g1', frame: { type: 'probe' } });
+  await waitFor(() => got.some((m) => m.origin === 'remote' && m.instance_id === 'sec-a'), 'an event of A reaches B');
+
+  const fails: [string, Record<string, unknown>, RegExp][] = [
+    ['a wrong password', { nats: { ...secured, password: 'wrong-pw-x' } }, /^cannot connect to NATS at nats:\/\/127\.0\.0\.1:\d+: Authorization Violation \(server refused the credentials: check nats\.user\/password/],
+    ['no CA (certificate not trusted)', { nats: { ...secured, tls: {} } }, /^cannot connect to NATS at .*\(TLS failed: check nats\.tls/],
+    ['tls.required against the plain shared server', { cluster: { url: SERVICES.nats.url, tls: { required: true } } }, /^cannot connect to NATS at .*(TLS failed: check cluster\.tls|does not support 'tls')/],
+    ['security keys in cluster without cluster.url', { nats: { url: server.url }, cluster: { user: 'im', password: PASSWORD } }, /^cluster: user, password, token, credsFile, nkeySeedFile and tls apply only with cluster\.url/],
+    ['a missing CA file in cluster', { cluster: { url: server.url, tls: { caFile: '/nonexistent/ca.pem' } } }, /^cluster: tls\.caFile: cannot read '\/nonexistent\/ca\.pem' \(ENOENT\)$/],
+    ['a missing CA file in nats', { nats: { url: server.url, tls: { caFile: '/nonexistent/ca.pem' } } }, /^cluster: nats\.tls\.caFile: cannot read/],
+    ['token and user in cluster', { cluster: { url: server.url, token: 't', user: 'im', password: PASSWORD } }, /^cluster: user \(\+ password\), token, credsFile and nkeySeedFile are exclusive/],
+  ];
+  for (const [what, config, re] of fails) {
+    const k = await boot('sec-x', { ...config, cluster: { connectTimeoutMs: 2000, ...(config.cluster as object) } }, true);
+    const err = await k.kernel.start().then(
+      () => null,
+      (e: Error) => e,
+    );
+    t.match(err?.message, re, what);
+    t.notMatch(err?.message ?? '', PASSWORD, `${what}: no secret in the message`);
+    t.equal(k.kernel.state, 'failed', `${what}: not started`);
+  }
+  await B.kernel.stop();
+  await A.kernel.stop();
 });
