@@ -4,6 +4,7 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 import { definePlugin } from '../../kernel/plugin.js';
 import { metricRegistries } from '../../lib/metrics.js';
 import { validateOptions } from '../../lib/validate.js';
+import { chatOptionsSchema } from '../chat/chat.schema.js';
 import { HTTP_ROUTES } from '../http/http.public.js';
 import './ai-router.public.js';
 import { aiRoutes } from './ai-router.routes.js';
@@ -20,7 +21,14 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
   name: 'ai-router',
   dependsOn: ['storage', 'chat'],
   after: ['ai-provider', 'metrics'],
-  options: (raw) => validateOptions(aiRouterOptionsSchema, raw),
+  options: (raw, config) => {
+    const options = validateOptions(aiRouterOptionsSchema, raw);
+    const max = chatMaxContentLength(config);
+    if (options.replyTruncationMarker.length >= max) {
+      throw new Error(`replyTruncationMarker: must be shorter than chat.maxContentLength (${max})`);
+    }
+    return options;
+  },
   register({ container, contributions, options, logger }) {
     container.register({
       aiRouter: asFunction((c: Cradle) => {
@@ -54,6 +62,11 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
             help: 'Stored messages left to the next poll\'s rescan instead of being recorded at once (intake over its limit)',
             registers,
           }),
+          repliesTruncated: new Counter({
+            name: 'im_ai_replies_truncated_total',
+            help: 'AI replies longer than chat.maxContentLength, posted cut to fit with ai-router.replyTruncationMarker (the full reply is in the record\'s response_content)',
+            registers,
+          }),
         };
         return new AiRouter(
           {
@@ -64,6 +77,7 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
             ids: c.ids,
             instanceId: c.instanceId,
             logger,
+            maxContentLength: chatMaxContentLength(c.config),
             provider: container.hasRegistration('aiProvider') ? c.aiProvider : null,
             metrics,
             ...(container.hasRegistration('aiEventLoopDelay') ? { eventLoopDelay: c.aiEventLoopDelay } : {}),
@@ -82,3 +96,8 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
     if (container.hasRegistration('aiRouter')) await container.resolve('aiRouter').stop();
   },
 });
+
+/** The chat's limit on msg_content (its config section, validated as the chat plugin validates it). */
+function chatMaxContentLength(config: Readonly<Record<string, unknown>>): number {
+  return validateOptions(chatOptionsSchema, config.chat ?? {}).maxContentLength;
+}

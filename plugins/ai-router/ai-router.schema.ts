@@ -73,6 +73,11 @@ export interface AiRouterOptions {
   membersCacheMs: number;
   /** Most groups whose members are remembered. */
   membersCacheSize: number;
+  /**
+   * Ends a reply cut to fit chat.maxContentLength (the full reply stays in the
+   * record's response_content). Not blank; shorter than chat.maxContentLength.
+   */
+  replyTruncationMarker: string;
 }
 
 export const aiRouterOptionsSchema = Joi.object<AiRouterOptions>({
@@ -109,6 +114,7 @@ export const aiRouterOptionsSchema = Joi.object<AiRouterOptions>({
   }).default(),
   membersCacheMs: Joi.number().integer().min(0).max(600_000).default(5000),
   membersCacheSize: Joi.number().integer().min(1).max(10_000_000).default(10_000),
+  replyTruncationMarker: Joi.string().max(200).pattern(/\S/).message('{{#label}} must not be blank').default('…'),
 });
 
 export interface InteractionsQuery {
@@ -141,7 +147,9 @@ export const aiRecordSchema = Joi.object({
   response_content: Joi.string().allow(null).description('JSON of the last answer received'),
   status: Joi.number().valid(0, 1, 2).description('0 pending, 1 succeeded, 2 failed'),
   duration_ms: Joi.number().allow(null),
-  error_message: Joi.string().allow(null),
+  error_message: Joi.string()
+    .allow(null)
+    .description('why the record failed; on a succeeded record, a note: the reply was not posted, or was posted truncated to chat.maxContentLength'),
   attempts: Joi.number().integer(),
   next_attempt_at: Joi.string().allow(null),
   created_at: Joi.string(),

@@ -14,6 +14,7 @@ import { interactionsQuerySchema, type AiRouterOptions } from './ai-router.schem
 import { CircuitBreaker, retryDelayMs } from './circuit-breaker.js';
 import { HistoryCache, MembersCache, groupMembers, type GroupMembers } from './group-cache.js';
 import { AdaptiveLimit, eventLoopDelaySampler, type EventLoopDelaySampler } from './load-shedding.js';
+import { fitReply } from './reply-fit.js';
 
 export interface AiRouterDeps {
   storage: Storage;
@@ -23,6 +24,8 @@ export interface AiRouterDeps {
   ids: IdGenerator;
   instanceId: string;
   logger: Logger;
+  /** The chat's chat.maxContentLength: a longer reply is cut to fit (replyTruncationMarker). */
+  maxContentLength: number;
   /** Null when no 'ai-provider' adapter is enabled: the router stays idle. */
   provider: AiProvider | null;
   metrics?: {
@@ -34,6 +37,8 @@ export interface AiRouterDeps {
     eventLoopDelay: Gauge;
     /** message.stored events left to the rescan instead of being recorded at once. */
     intakeDeferred: Counter;
+    /** Replies posted cut to fit chat.maxContentLength. */
+    repliesTruncated: Counter;
   };
   /** Where load shedding reads the event-loop delay (default: this process, eventLoopDelaySampler). */
   eventLoopDelay?: EventLoopDelaySampler;
@@ -620,12 +625,34 @@ export class AiRouter {
       let note: string | null = null;
       if (result.reply !== null && result.reply.trim() !== '') {
         if (ctx.assistantMember) {
+          // Longer than the chat accepts: post its beginning and the marker (one message, so that
+          // ai_message_id and the client_msg_id below still name the one reply of this record).
+          const { maxContentLength } = this.deps;
+          const fit = fitReply(result.reply, maxContentLength, this.options.replyTruncationMarker);
           const sent = await this.deps.chatService.send(
             { user_id: ctx.assistantMember.user_id, admin: false },
-            { group_id: message.group_id, msg_type: 'AI_REPLY', msg_content: result.reply, client_msg_id: `ai:${record.record_id}` },
+            { group_id: message.group_id, msg_type: 'AI_REPLY', msg_content: fit.content, client_msg_id: `ai:${record.record_id}` },
             { transport: AI_TRANSPORT, allowAiReply: true },
           );
           aiMessageId = sent.message.message_id;
+          if (fit.truncated) {
+            note = `reply truncated: ${result.reply.length} characters, chat.maxContentLength is ${maxContentLength}; the full reply is in response_content`;
+            // Counted and logged once per posted reply (not again when a retried post finds it).
+            if (sent.created) {
+              this.deps.metrics?.repliesTruncated.inc();
+              this.deps.logger.warn(
+                {
+                  record_id: record.record_id,
+                  group_id: message.group_id,
+                  ai_message_id: aiMessageId,
+                  reply_length: result.reply.length,
+                  posted_length: fit.content.length,
+                  max_content_length: maxContentLength,
+                },
+                'AI reply longer than chat.maxContentLength: posted truncated',
+              );
+            }
+          }
         } else {
           note = 'reply not posted: the group has no AI_ASSISTANT member';
         }

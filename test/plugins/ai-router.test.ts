@@ -16,6 +16,7 @@ import '../../plugins/ai-router/ai-router.public.js';
 import { aiRouterOptionsSchema } from '../../plugins/ai-router/ai-router.schema.js';
 import { CircuitBreaker, retryDelayMs } from '../../plugins/ai-router/circuit-breaker.js';
 import { AdaptiveLimit, eventLoopDelaySampler, type EventLoopDelaySampler } from '../../plugins/ai-router/load-shedding.js';
+import { fitReply } from '../../plugins/ai-router/reply-fit.js';
 import { WindowedP99 } from '../../lib/windowed-p99.js';
 import { validateOptions } from '../../lib/validate.js';
 import { admin, as, bootKernel, seedGroup, type Booted } from '../helpers/boot.js';
@@ -348,6 +349,134 @@ t.test('a lost post is retried without a second reply (client_msg_id ai:<record_
   t.equal(again.attempts, 2, 'worked again');
   t.equal(again.ai_message_id, rec.ai_message_id, 'the original reply is found, not a new one');
   t.equal((await aiReplies(c, 'g1')).length, 1, 'still exactly one reply');
+});
+
+/** True when `s` has no lone surrogate (no surrogate pair was split). */
+const wellFormed = (s: string): boolean => !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s);
+
+t.test('fitReply: cut to the limit in UTF-16 code units, never inside a surrogate pair or a grapheme cluster, marker last', async (t) => {
+  t.same(fitReply('abc', 3, '…'), { content: 'abc', truncated: false }, 'a reply of exactly the limit is posted as it is');
+  t.same(fitReply('🤕', 2, '…'), { content: '🤕', truncated: false }, 'the limit counts code units, as the chat validation does');
+  t.same(fitReply('abcdef', 4, '…'), { content: 'abc…', truncated: true }, 'cut to exactly the limit, the marker last');
+  t.same(fitReply('abcdef', 5, '[cut]'), { content: 'abcde', truncated: true }, 'a marker that leaves no room for the reply is not used');
+  t.same(fitReply('abcdefghij', 8, ' [cut]'), { content: 'ab [cut]', truncated: true }, 'a longer marker');
+
+  // 'a' + U+1F915 (two code units) + 'bc': a cut after 2 units would keep half the emoji.
+  const pair = fitReply('a🤕bc', 3, '…');
+  t.same(pair, { content: 'a…', truncated: true }, 'the pair is dropped whole');
+  t.ok(wellFormed(pair.content));
+  t.equal(fitReply('a🤕bc', 4, '…').content, 'a🤕…', 'kept whole when it fits');
+
+  const family = '👨\u200d👩\u200d👧'; // one grapheme cluster of 8 code units
+  t.equal(fitReply(`ok ${family} more`, 8, '…').content, 'ok …', 'an emoji ZWJ sequence is not cut in the middle');
+  t.equal(fitReply('cafe\u0301 au lait', 5, '…').content, 'caf…', 'a letter keeps its combining accent or goes with it');
+  t.equal(fitReply('ok👍🏽👍🏽', 6, '…').content, 'ok…', 'a skin-tone modifier stays with its emoji');
+  t.equal(fitReply('👍🏽👍🏽', 4, '…').content, '👍…', 'a first cluster longer than the room is cut between code points (rather than posting only the marker)');
+
+  // A run of flags longer than the look-back window: pairs of regional indicators counted from the run's start.
+  const flags = '🇨🇳'.repeat(40); // 80 regional indicators, 160 code units
+  t.equal(fitReply(flags, 100, '…').content, '🇨🇳'.repeat(24) + '…', 'flags are paired as in the whole text');
+  t.equal(fitReply(`x${flags}`, 100, '…').content, `x${'🇨🇳'.repeat(24)}…`, 'whatever the run starts at');
+  t.equal(fitReply(`x${flags}`, 102, '…').content, `x${'🇨🇳'.repeat(25)}…`);
+
+  // One cluster longer than the look-back (a letter with 200 combining marks): the code-point cut.
+  const zalgo = fitReply(`a${'\u0301'.repeat(200)}`, 100, '…');
+  t.equal(zalgo.content.length, 100);
+  t.ok(zalgo.content.endsWith('…'));
+
+  // The cut everywhere around an emoji and CJK text: never over the limit, never a lone surrogate, deterministic.
+  const bad: string[] = [];
+  for (let max = 10; max < 40; max++) {
+    const reply = `${'头疼'.repeat(3)}🤕🤕 ${'x'.repeat(max)}`;
+    const fit = fitReply(reply, max, '…');
+    const ok = fit.truncated && fit.content.length <= max && fit.content.length >= max - 2 && wellFormed(fit.content);
+    if (!ok || !fit.content.endsWith('…') || !reply.startsWith(fit.content.slice(0, -1))) bad.push(`max ${max}: ${JSON.stringify(fit)}`);
+    if (fitReply(reply, max, '…').content !== fit.content) bad.push(`max ${max}: not deterministic`);
+  }
+  t.same(bad, [], 'every cut from 10 to 39 code units: a prefix of the reply and the marker, within the limit, well formed, the same each time');
+});
+
+t.test('a reply over chat.maxContentLength is posted cut to fit, the record succeeds with the full reply', async (t) => {
+  const MAX = 50;
+  const long = 'a'.repeat(MAX + 30);
+  // The cut (MAX - 1 units before the marker) falls inside the emoji: it is dropped whole.
+  const splitEmoji = `${'b'.repeat(MAX - 2)}🤕 and the rest of a long answer`;
+  const fake = await startFakeAi(t, (req) => ({ body: { reply: req.json.message.msg_content === 'emoji' ? splitEmoji : long } }));
+  const logs: LogLine[] = [];
+  const { c } = await boot(t, fake, {
+    plugins: [...CORE, 'metrics', 'ai-router'],
+    config: { chat: { maxContentLength: MAX } },
+    logger: recordingLogger(logs),
+  });
+  await seedGroup(c, 'g1', ['p1', 'doc1', 'ai1']);
+
+  const m = await send(c, 'p1', 'g1', 'tell me everything');
+  const rec = await finalRecord(c, m.message_id);
+  let replies = await aiReplies(c, 'g1');
+  t.equal(replies.length, 1, 'one reply reaches the group');
+  const reply = replies[0]!;
+  t.equal(reply.msg_content.length, MAX, 'exactly the allowed length');
+  t.equal(reply.msg_content, `${'a'.repeat(MAX - 1)}…`, 'the beginning of the reply and the marker');
+  t.equal(reply.from_user_id, 'ai1');
+  t.equal(reply.client_msg_id, `ai:${rec.record_id}`);
+  t.equal(rec.status, 1, 'succeeded');
+  t.equal(rec.ai_message_id, reply.message_id);
+  t.equal(rec.attempts, 1);
+  t.same(JSON.parse(rec.response_content!), { reply: long }, 'the full reply is kept in the record');
+  t.match(rec.error_message, /^reply truncated: 80 characters, chat\.maxContentLength is 50/, 'the record shows the cut');
+
+  const m2 = await send(c, 'p1', 'g1', 'emoji');
+  const rec2 = await finalRecord(c, m2.message_id);
+  replies = await aiReplies(c, 'g1');
+  t.equal(replies.length, 2);
+  const cut = replies.find((r) => r.message_id === rec2.ai_message_id)!;
+  t.equal(cut.msg_content, `${'b'.repeat(MAX - 2)}…`, 'the emoji is not split: dropped whole');
+  t.equal(cut.msg_content.length, MAX - 1);
+  t.ok(wellFormed(cut.msg_content), 'no lone surrogate');
+  t.same(JSON.parse(rec2.response_content!), { reply: splitEmoji });
+
+  // Operators see it: a counter and a warn line naming the record, without the content.
+  t.match(await c.metricsRegistry.metrics(), /im_ai_replies_truncated_total 2\b/);
+  const warns = logs.filter((l) => l.level === 'warn' && /posted truncated/.test(l.msg ?? ''));
+  t.equal(warns.length, 2, 'one warn line per cut reply');
+  t.match(warns[0], { record_id: rec.record_id, group_id: 'g1', ai_message_id: reply.message_id, reply_length: MAX + 30, posted_length: MAX, max_content_length: MAX });
+  t.notOk(JSON.stringify(logs).includes('aaaa') || JSON.stringify(logs).includes('rest of a long answer'), 'no message content in the logs');
+
+  // A retried post of the same record (crash between the reply and the record update): no second reply, not counted again.
+  await c.storage.aiRecords.update(rec.record_id, { status: 0, ai_message_id: null, updated_at: new Date().toISOString() });
+  c.aiRouter.kick();
+  const again = await finalRecord(c, m.message_id);
+  t.equal(again.attempts, 2, 'worked again');
+  t.equal(again.ai_message_id, reply.message_id, 'the original reply is found');
+  t.equal((await aiReplies(c, 'g1')).length, 2, 'still one reply per record');
+  t.match(await c.metricsRegistry.metrics(), /im_ai_replies_truncated_total 2\b/, 'the retried post is not counted again');
+  t.equal(logs.filter((l) => l.level === 'warn' && /posted truncated/.test(l.msg ?? '')).length, 2);
+
+  // A reply that fits is posted as it is, without a note.
+  fake.respond({ body: { reply: 'x'.repeat(MAX) } });
+  const m3 = await send(c, 'p1', 'g1', 'short please');
+  const rec3 = await finalRecord(c, m3.message_id);
+  t.equal((await c.chatService.get(admin, rec3.ai_message_id!)).msg_content, 'x'.repeat(MAX));
+  t.equal(rec3.error_message, null);
+});
+
+t.test('replyTruncationMarker: configurable, not blank, shorter than chat.maxContentLength', async (t) => {
+  const fake = await startFakeAi(t, { body: { reply: 'a long answer that does not fit' } });
+  const { c } = await boot(t, fake, { router: { replyTruncationMarker: ' [回复过长]' }, config: { chat: { maxContentLength: 20 } } });
+  await seedGroup(c, 'g1', ['p1', 'ai1']);
+  const m = await send(c, 'p1', 'g1', 'hello');
+  const rec = await finalRecord(c, m.message_id);
+  t.equal((await c.chatService.get(admin, rec.ai_message_id!)).msg_content, 'a long answer [回复过长]');
+  t.equal(validateOptions(aiRouterOptionsSchema, {}).replyTruncationMarker, '…', 'default');
+  const start = (marker: unknown, max?: number): Promise<Booted> =>
+    bootKernel(t, {
+      plugins: [...CORE, 'ai-router'],
+      adapters: { storage: 'memory' },
+      config: { 'ai-router': { replyTruncationMarker: marker }, ...(max ? { chat: { maxContentLength: max } } : {}) },
+    });
+  await t.rejects(start('   '), { message: 'ai-router: replyTruncationMarker: must not be blank' });
+  await t.rejects(start(''), { message: 'ai-router: replyTruncationMarker: is not allowed to be empty' });
+  await t.rejects(start('[cut]', 5), { message: 'ai-router: replyTruncationMarker: must be shorter than chat.maxContentLength (5)' });
 });
 
 t.test('Retry-After is honoured', async (t) => {
