@@ -14,8 +14,10 @@ import { AiRouter } from './ai-router.service.js';
 /**
  * The AI layer (API.md §6): forwards patients' messages to the AI service of
  * the 'ai-provider' adapter and posts its replies through chatService. Idle
- * (no subscription, no timers) while no provider URL is configured. The core
- * never imports this plugin; it only reacts to bus events.
+ * (no subscription, no timers) while no provider URL is configured (except as
+ * an `intake`, which makes no call). `ai-router.role` splits record creation
+ * (`intake`) from the AI calls (`worker`) between processes. The core never
+ * imports this plugin; it only reacts to bus events.
  */
 export const aiRouterPlugin = definePlugin<AiRouterOptions>({
   name: 'ai-router',
@@ -26,6 +28,14 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
     const max = chatMaxContentLength(config);
     if (options.replyTruncationMarker.length >= max) {
       throw new Error(`replyTruncationMarker: must be shorter than chat.maxContentLength (${max})`);
+    }
+    if (options.role === 'worker') {
+      // A worker only calls the AI service: without one it would hold nothing but a process.
+      const ai = config.ai as { url?: unknown } | undefined;
+      const adapter = (config.adapters as Record<string, string> | undefined)?.['ai-provider'];
+      if (adapter === 'none' || typeof ai?.url !== 'string' || ai.url.trim() === '') {
+        throw new Error('role: worker needs an AI service: set ai.url (IM_AI_URL) and an ai-provider adapter');
+      }
     }
     return options;
   },
@@ -62,12 +72,24 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
             help: 'Stored messages left to the next poll\'s rescan instead of being recorded at once (intake over its limit)',
             registers,
           }),
+          recordsCreated: new Counter({
+            name: 'im_ai_records_created_total',
+            help: 'Interaction records created by this instance (roles all and intake; 0 on a worker)',
+            registers,
+          }),
+          role: new Gauge({
+            name: 'im_ai_router_role',
+            help: 'This instance\'s ai-router.role (1 for the role it runs: all, intake or worker)',
+            labelNames: ['role'] as const,
+            registers,
+          }),
           repliesTruncated: new Counter({
             name: 'im_ai_replies_truncated_total',
             help: 'AI replies longer than chat.maxContentLength, posted cut to fit with ai-router.replyTruncationMarker (the full reply is in the record\'s response_content)',
             registers,
           }),
         };
+        metrics.role.set({ role: options.role }, 1);
         return new AiRouter(
           {
             storage: c.storage,

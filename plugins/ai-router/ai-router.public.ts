@@ -15,6 +15,17 @@ export interface AiStatusFrame {
   record_id?: string;
 }
 
+declare module '../../kernel/bus.js' {
+  interface BusEvents {
+    /**
+     * An intake instance (ai-router.role = intake) created a pending interaction record:
+     * workers claim at once instead of at their next poll. Relayed by the cluster bus;
+     * the poll stays the backstop for a lost event.
+     */
+    'ai.record.created': { record_id: string; group_id: string };
+  }
+}
+
 declare module '../../kernel/container.js' {
   interface Cradle {
     /** Present when the ai-router plugin is enabled. */

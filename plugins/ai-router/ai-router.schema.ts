@@ -2,8 +2,19 @@ import Joi from 'joi';
 import { idSchema } from '../../lib/ids.schema.js';
 import type { AiRecordStatus } from '../../kernel/domain.js';
 
-/** The `ai-router` config section: routing, retries, breaker, workers, recovery. */
+/**
+ * What this instance does in the AI layer: `all` (default) creates the records of the
+ * messages it stored and works due records; `intake` only creates them (and publishes
+ * `ai.record.created` so workers claim at once); `worker` only claims and works due
+ * records, whichever instance created them.
+ */
+export type AiRouterRole = 'all' | 'intake' | 'worker';
+export const AI_ROUTER_ROLES: readonly AiRouterRole[] = ['all', 'intake', 'worker'];
+
+/** The `ai-router` config section: role, routing, retries, breaker, workers, recovery. */
 export interface AiRouterOptions {
+  /** all | intake | worker (see AiRouterRole). */
+  role: AiRouterRole;
   /** Roles (in the group) whose messages are forwarded. AI_ASSISTANT senders are never forwarded. */
   forwardRoles: Array<'PATIENT' | 'DOCTOR'>;
   /** The group must contain an AI_ASSISTANT member (the reply's sender); without one the message is not forwarded. */
@@ -81,6 +92,10 @@ export interface AiRouterOptions {
 }
 
 export const aiRouterOptionsSchema = Joi.object<AiRouterOptions>({
+  role: Joi.string()
+    .valid(...AI_ROUTER_ROLES)
+    .default('all')
+    .messages({ 'any.only': 'must be one of all, intake, worker', 'string.base': 'must be one of all, intake, worker' }),
   forwardRoles: Joi.array().items(Joi.string().valid('PATIENT', 'DOCTOR')).unique().default(['PATIENT']),
   requireAssistant: Joi.boolean().default(true),
   doctorPauseMs: Joi.number().integer().min(0).default(0),
@@ -116,6 +131,12 @@ export const aiRouterOptionsSchema = Joi.object<AiRouterOptions>({
   membersCacheSize: Joi.number().integer().min(1).max(10_000_000).default(10_000),
   replyTruncationMarker: Joi.string().max(200).pattern(/\S/).message('{{#label}} must not be blank').default('…'),
 });
+
+/** Payload of the bus event 'ai.record.created' (checked when it comes from another instance). */
+export const recordCreatedEventSchema = Joi.object({
+  record_id: Joi.string().min(1).max(128).required(),
+  group_id: idSchema.required(),
+}).unknown(true);
 
 export interface InteractionsQuery {
   group_id?: string;

@@ -10,7 +10,7 @@ import { AI_TRANSPORT, type ChatService, type Principal } from '../../kernel/por
 import type { AiRecordPatch, Repositories, Storage } from '../../kernel/ports/storage.port.js';
 import { validate } from '../../lib/validate.js';
 import type { AiStatusFrame } from './ai-router.public.js';
-import { interactionsQuerySchema, type AiRouterOptions } from './ai-router.schema.js';
+import { interactionsQuerySchema, recordCreatedEventSchema, type AiRouterOptions } from './ai-router.schema.js';
 import { CircuitBreaker, retryDelayMs } from './circuit-breaker.js';
 import { HistoryCache, MembersCache, groupMembers, type GroupMembers } from './group-cache.js';
 import { AdaptiveLimit, eventLoopDelaySampler, type EventLoopDelaySampler } from './load-shedding.js';
@@ -39,6 +39,8 @@ export interface AiRouterDeps {
     intakeDeferred: Counter;
     /** Replies posted cut to fit chat.maxContentLength. */
     repliesTruncated: Counter;
+    /** Interaction records created by this instance's intake (live or by a scan). */
+    recordsCreated?: Counter;
   };
   /** Where load shedding reads the event-loop delay (default: this process, eventLoopDelaySampler). */
   eventLoopDelay?: EventLoopDelaySampler;
@@ -100,6 +102,11 @@ function publicRecord(r: AiInteractionRecord): PublicAiRecord {
  * concurrent calls and a circuit breaker. Replies go through chatService.send
  * with client_msg_id `ai:<record_id>`, so a retried post never makes a second
  * reply. Nothing here is awaited by a send.
+ *
+ * `options.role` splits the two halves between processes: `intake` creates
+ * records (rules, doctor pause, recovery scan) and publishes 'ai.record.created'
+ * instead of working them; `worker` creates none and claims due records of any
+ * instance, at once on 'ai.record.created' and at every poll.
  */
 export class AiRouter {
   private readonly breaker: CircuitBreaker;
@@ -167,9 +174,22 @@ export class AiRouter {
     });
   }
 
-  /** True when a provider with a URL is present: only then are messages forwarded. */
+  /**
+   * True when a provider with a URL is present: only then are messages forwarded. An
+   * `intake` instance makes no call: it needs no provider and is always active.
+   */
   get active(): boolean {
-    return this.deps.provider?.configured === true;
+    return this.options.role === 'intake' || this.deps.provider?.configured === true;
+  }
+
+  /** This instance creates records for the messages it stores (roles all and intake). */
+  private get intakes(): boolean {
+    return this.options.role !== 'worker';
+  }
+
+  /** This instance claims and works due records (roles all and worker). */
+  private get works(): boolean {
+    return this.options.role !== 'intake';
   }
 
   get breakerState(): string {
@@ -190,17 +210,23 @@ export class AiRouter {
 
   start(): void {
     if (!this.active || this.running) {
+      if (!this.active && this.options.role === 'worker') {
+        throw new Error('role: worker needs an AI service: set ai.url (IM_AI_URL) and an ai-provider adapter');
+      }
       if (!this.active) this.deps.logger.info('AI service not configured (set IM_AI_URL): the AI router stays idle');
       return;
     }
     this.running = true;
     const { bus } = this.deps;
     this.unsubscribes.push(
+      // Intake (local messages), and the history cache (messages of every instance).
       bus.subscribe('message.stored', (p, meta) => this.onStored(p.message, meta)),
       // Membership changes from any instance end the cached member list of the group at once.
       bus.subscribe('member.added', ({ member }) => this.members.invalidate(member.group_id)),
       bus.subscribe('member.removed', ({ member }) => this.members.invalidate(member.group_id)),
     );
+    // A record created by an intake instance: claim now rather than at the next poll.
+    if (this.works) this.unsubscribes.push(bus.subscribe('ai.record.created', (p, meta) => this.onRecordCreated(p, meta)));
     this.pollTimer = setInterval(() => this.onPoll(), this.options.pollIntervalMs);
     this.pollTimer.unref();
     this.deps.metrics?.concurrencyLimit.set(this.adaptive.value);
@@ -210,7 +236,8 @@ export class AiRouter {
       this.loadTimer = setInterval(() => this.evaluateLoad(), this.options.loadShedding.intervalMs);
       this.loadTimer.unref();
     }
-    const windowMs = this.options.recovery.windowMs;
+    // The recovery scan is intake's (the instances that store messages); a worker creates no record.
+    const windowMs = this.intakes ? this.options.recovery.windowMs : 0;
     this.recovery =
       windowMs > 0
         ? this.track(
@@ -220,7 +247,7 @@ export class AiRouter {
           ).then(() => undefined)
         : Promise.resolve();
     this.kick();
-    this.deps.logger.info({ provider: this.deps.provider?.name, url: this.deps.provider?.url }, 'AI router started');
+    this.deps.logger.info({ role: this.options.role, provider: this.deps.provider?.name, url: this.deps.provider?.url }, 'AI router started');
   }
 
   /** Stops intake and polling, aborts calls in flight (their records stay pending) and waits for the work to settle. */
@@ -248,7 +275,7 @@ export class AiRouter {
   private onStored(message: Message, meta: EventMeta): void {
     if (this.stopping) return;
     this.history.add(message);
-    if (meta.origin !== 'local' || message.msg_type === 'AI_REPLY') return;
+    if (meta.origin !== 'local' || message.msg_type === 'AI_REPLY' || !this.intakes) return;
     if (this.intakeInFlight >= this.intakeLimit()) {
       // Overloaded: leave it to the rescan of the next poll (the message is stored; nothing is lost).
       this.intakeDeferred++;
@@ -303,9 +330,15 @@ export class AiRouter {
       created_at: this.deps.clock.nowIso(),
     });
     if (created) {
-      this.history.track(message); // the attempt finds the message (and the group's history) here
+      this.deps.metrics?.recordsCreated?.inc();
       withContext(this.deps.logger, logContext).debug({ record_id: record.record_id, message_id: message.message_id }, 'AI record created');
-      this.kick();
+      if (this.works) {
+        this.history.track(message); // the attempt finds the message (and the group's history) here
+        this.kick();
+      } else {
+        // Worked elsewhere: wake the workers (any instance, through the cluster bus).
+        this.deps.bus.publish('ai.record.created', { record_id: record.record_id, group_id: record.group_id }, { logContext });
+      }
     }
     return created;
   }
@@ -400,6 +433,16 @@ export class AiRouter {
 
   // ---------------------------------------------------------------- workers
 
+  /** 'ai.record.created' (roles all and worker): claim now. A malformed event from another instance is dropped. */
+  private onRecordCreated(payload: unknown, meta: EventMeta): void {
+    if (this.stopping) return;
+    if (meta.origin === 'remote' && recordCreatedEventSchema.validate(payload).error) {
+      this.deps.logger.warn({ from_instance: meta.instance_id }, 'AI: invalid ai.record.created event dropped');
+      return;
+    }
+    this.kick();
+  }
+
   private onPoll(): void {
     if (this.rescanSince !== null && !this.rescanning && !this.stopping) {
       const since = this.rescanSince;
@@ -478,9 +521,9 @@ export class AiRouter {
     return limit;
   }
 
-  /** Claims and starts due records now (coalesced: one claim loop at a time). */
+  /** Claims and starts due records now (coalesced: one claim loop at a time). Never on an intake instance. */
   kick(): void {
-    if (!this.running || this.stopping) return;
+    if (!this.running || this.stopping || !this.works) return;
     if (this.pumping) {
       this.pumpAgain = true;
       return;
