@@ -29,14 +29,6 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
     if (options.replyTruncationMarker.length >= max) {
       throw new Error(`replyTruncationMarker: must be shorter than chat.maxContentLength (${max})`);
     }
-    if (options.role === 'worker') {
-      // A worker only calls the AI service: without one it would hold nothing but a process.
-      const ai = config.ai as { url?: unknown } | undefined;
-      const adapter = (config.adapters as Record<string, string> | undefined)?.['ai-provider'];
-      if (adapter === 'none' || typeof ai?.url !== 'string' || ai.url.trim() === '') {
-        throw new Error('role: worker needs an AI service: set ai.url (IM_AI_URL) and an ai-provider adapter');
-      }
-    }
     return options;
   },
   register({ container, contributions, options, logger }) {

@@ -210,8 +210,10 @@ export class AiRouter {
 
   start(): void {
     if (!this.active || this.running) {
+      // A worker only calls the AI service: without one it would be a process that does nothing.
+      // Checked here, not in options(): deployment recipes leave ai.url to IM_AI_URL.
       if (!this.active && this.options.role === 'worker') {
-        throw new Error('role: worker needs an AI service: set ai.url (IM_AI_URL) and an ai-provider adapter');
+        throw new Error('ai-router.role is worker but no AI service is configured: set ai.url (IM_AI_URL) and an ai-provider adapter');
       }
       if (!this.active) this.deps.logger.info('AI service not configured (set IM_AI_URL): the AI router stays idle');
       return;

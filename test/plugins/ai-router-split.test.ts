@@ -261,7 +261,7 @@ t.test('role settings: a bad role, or a worker without an AI service, fail the s
   const bad = await boot({ role: 'both' });
   await t.rejects(bad.kernel.start(), /^ai-router: role: must be one of all, intake, worker$/);
   const noUrl = await boot({ role: 'worker' }, { url: '' });
-  await t.rejects(noUrl.kernel.start(), /^ai-router: role: worker needs an AI service: set ai.url \(IM_AI_URL\)/);
+  await t.rejects(noUrl.kernel.start(), /^ai-router: start failed: ai-router.role is worker but no AI service is configured: set ai.url \(IM_AI_URL\)/);
   const ok = await boot({ role: 'worker' });
   await ok.kernel.start();
   t.equal(ok.c.aiRouter.options.role, 'worker', 'chat + ai-router is enough for a worker');
