@@ -1,6 +1,7 @@
 import t from 'tap';
 import type { Test } from 'tap';
-import { admin, seedGroup } from '../helpers/boot.js';
+import { admin, as, seedGroup } from '../helpers/boot.js';
+import { UnavailableError } from '../../kernel/errors.js';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
 import { connectWs, tryUpgrade, type Frame, type WsTestClient } from '../helpers/ws-client.js';
 import type { Cradle } from '../../kernel/container.js';
@@ -375,4 +376,53 @@ t.test('stop closes every socket with 1001 and stops accepting', async (t) => {
   await c.wsServer.stop();
   t.equal(c.wsConnections.count(), 0);
   await t.rejects(connectWs(t, baseUrl, 'pat1', token), 'no upgrade after stop');
+});
+
+t.test('close 1009: a frame over the hard limit (4 x maxFrameBytes, at least 1 MiB) ends only that socket', async (t) => {
+  const { c, baseUrl } = await bootWs(t, { maxFrameBytes: 1024 });
+  await seedGroup(c, 'g1', ['pat1', 'doc1']);
+  const a = await open(t, c, baseUrl, 'pat1');
+  const b = await open(t, c, baseUrl, 'doc1');
+  await indexed(c, a, 'g1', 2);
+  // between the two limits: an error frame, the socket stays open
+  const e = await a.request({ type: 'send', group_id: 'g1', msg_content: 'x'.repeat(4096), client_msg_id: 'big' }, (f) => f.type === 'error', 'error frame');
+  t.match(e, { code: 'PAYLOAD_TOO_LARGE', client_msg_id: undefined });
+  t.ok((await a.request({ type: 'ping' }, (f) => f.type === 'pong', 'pong after the error')).type, 'still open');
+  // exactly at the hard limit: still an error frame (the limit is inclusive)
+  const atLimit = await a.request('x'.repeat(1024 * 1024), (f) => f.type === 'error', 'error frame at the hard limit');
+  t.equal(atLimit.code, 'PAYLOAD_TOO_LARGE');
+  // one byte over it: ws refuses the frame and closes with 1009
+  a.send('x'.repeat(1024 * 1024 + 1));
+  const closed = await a.waitClosed('closed after the oversized frame');
+  t.equal(closed.code, 1009, 'close 1009 (message too big)');
+  await b.until(() => c.wsConnections.count('pat1') === 0, 'the socket left the hub');
+  // the other member's socket is untouched and still gets messages
+  const { message } = await c.chatService.send(as('doc1'), { group_id: 'g1', msg_content: 'still here' }, { transport: 'http' });
+  await b.next(isMessage(message.message_id), 'doc1 still gets messages');
+  t.equal(b.closed, null);
+});
+
+t.test('close 1011: the groups of the user cannot be read from storage', async (t) => {
+  const { c, baseUrl } = await bootWs(t);
+  await seedGroup(c, 'g1', ['pat1']);
+  const members = c.storage.members;
+  const real = members.groupIdsOfUser.bind(members);
+  let fault: Error | null = new UnavailableError('database unreachable');
+  members.groupIdsOfUser = async (userId) => {
+    if (fault) throw fault;
+    return real(userId);
+  };
+  t.teardown(() => {
+    members.groupIdsOfUser = real;
+  });
+  const a = await open(t, c, baseUrl, 'pat1');
+  t.same(await a.waitClosed(), { code: 1011, reason: 'storage unavailable, retry later' }, 'storage down: 1011, retry later');
+  fault = new Error('an unexpected driver fault');
+  const b = await open(t, c, baseUrl, 'pat1');
+  t.same(await b.waitClosed(), { code: 1011, reason: 'internal error' }, 'an internal fault: 1011 without its details');
+  t.equal(c.wsConnections.count('pat1'), 0, 'neither socket stays in the hub');
+  fault = null;
+  const ok = await open(t, c, baseUrl, 'pat1');
+  await indexed(c, ok, 'g1', 1);
+  t.equal(ok.closed, null, 'storage back: a new socket is served');
 });
