@@ -59,6 +59,7 @@ export const ENV_MAP: Readonly<Record<string, string>> = {
   IM_AI_API_KEY: 'ai.apiKey',
   IM_AI_MODEL: 'ai.model',
   IM_AI_WEBHOOK_SECRET: 'ai.webhookSecret',
+  IM_AI_ROLE: 'ai-router.role',
   IM_AMQP_URL: 'amqp.url',
   IM_NATS_URL: 'nats.url',
   // NATS credentials and TLS (section `nats`, shared by nats-ingress, nats-egress and the NATS cluster bus)

@@ -205,9 +205,10 @@ t.test('config', async (t) => {
     const c = loadConfig({
       env: {
         IM_HTTP_PORT: '9001', IM_DATABASE_URL: 'postgres://x@h/db', IM_JWT_SECRET: 's'.repeat(20), IM_LOG_LEVEL: 'debug',
-        IM_AI_PROVIDER: 'openai', IM_AI_URL: 'http://ai', IM_AMQP_URL: 'amqp://h', IM_NATS_URL: 'nats://h',
+        IM_AI_PROVIDER: 'openai', IM_AI_URL: 'http://ai', IM_AMQP_URL: 'amqp://h', IM_NATS_URL: 'nats://h', IM_AI_ROLE: 'worker',
       },
     });
+    t.equal((c['ai-router'] as { role: string }).role, 'worker', 'IM_AI_ROLE');
     t.equal((c.http as { port: string }).port, '9001', 'plugins convert their own options');
     t.equal((c.storage as { url: string }).url, 'postgres://x@h/db');
     t.equal(c.log.level, 'debug');
