@@ -15,7 +15,7 @@ import { AdminApi } from './lib/admin.js';
 import { BUILD_DIR, Loadgen, freePort, killAllChildren, startPeer, startService, type ServerProc } from './lib/children.js';
 import { postgresVersion } from './lib/db.js';
 import { postgresDb, sqliteDb, type BenchDb } from './lib/bench-db.js';
-import { fdSoftLimit, listProcesses, machineInfo, round } from './lib/proc.js';
+import { CLK_TCK, fdSoftLimit, listProcesses, machineInfo, machineTicks, round } from './lib/proc.js';
 import { fmt, writeReport, type BenchReport } from './lib/report.js';
 import { seedGroups, seedUsers } from './lib/seed.js';
 import { addRatios, type Options, type ScenarioReport, type Target, type TargetName, type TargetResult } from './scenarios/common.js';
@@ -440,6 +440,7 @@ async function main(): Promise<void> {
     Loadgen.extraExecArgv = ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS_DIR, 'profiles')}`];
   }
   const started = new Date();
+  const ticks0 = machineTicks();
   if (o.targets.has('service')) await runService(o, reports, want, notes);
   if (o.targets.has('bare-ws')) await runPeer('bare-ws', o, reports, want);
   if (o.targets.has('socketio')) await runPeer('socketio', o, reports, want);
@@ -458,6 +459,7 @@ async function main(): Promise<void> {
     mode: o.quick ? 'quick' : 'full',
     duration_s: round((performance.now() - t0) / 1000, 1),
     machine,
+    steal_share: round((machineTicks().steal - ticks0.steal) / CLK_TCK / Math.max(0.001, ((Date.now() - started.getTime()) / 1000) * machine.nproc), 3),
     settings: { storage: o.storage, stepMs: o.stepMs, drainMs: o.drainMs, maxSteps: o.maxSteps, s4Rows: o.s4Rows, s5Connections: o.s5Connections, factor: 1.25 },
     scenarios,
     notes,

@@ -12,13 +12,14 @@ export const CLK_TCK = (() => {
 })();
 
 /** Busy and total jiffies of the whole machine (/proc/stat first line). */
-export function machineTicks(): { busy: number; total: number } {
+export function machineTicks(): { busy: number; total: number; steal: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
   const f = line.trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal guest guest_nice (guest is already inside user)
   const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = f;
   const busy = user + nice + system + irq + softirq + steal;
-  return { busy, total: busy + idle + iowait };
+  // steal: time the hypervisor ran something else while this machine's vCPUs wanted to run
+  return { busy, total: busy + idle + iowait, steal };
 }
 
 /** utime+stime of one process in ticks, or null when it is gone. */
@@ -69,6 +70,7 @@ export interface CpuSnapshot {
   at: number;
   busy: number;
   total: number;
+  steal: number;
   roles: Record<string, number>;
   /** ticks per pid, so processes that exit between snapshots are not counted as negative */
   perPid: Map<number, { role: string; ticks: number }>;
@@ -89,7 +91,7 @@ export function cpuSnapshot(resolve: RoleResolver): CpuSnapshot {
       roles[role] += t;
     }
   }
-  return { at: performance.now(), busy: m.busy, total: m.total, roles, perPid };
+  return { at: performance.now(), busy: m.busy, total: m.total, steal: m.steal, roles, perPid };
 }
 
 export interface CpuUsage {
@@ -102,6 +104,13 @@ export interface CpuUsage {
   noiseSeconds: number;
   /** noise as a fraction of the machine's capacity (nproc cores) over the interval. */
   noiseShare: number;
+  /**
+   * CPU steal (counted in the machine's busy time, so mostly inside the noise) as a fraction of the machine's capacity: on a
+   * virtual machine, time its vCPUs were ready to run but the host ran
+   * something else. Work is delayed by it, and a busy host makes every figure
+   * worse without any process here using more CPU.
+   */
+  stealShare: number;
 }
 
 /** CPU used between two snapshots; a pid present in both counts its delta, a new pid counts fully. */
@@ -124,6 +133,7 @@ export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): CpuUsage {
     machineBusySeconds: round(busy / CLK_TCK, 3),
     noiseSeconds: round(noise, 3),
     noiseShare: round(noise / Math.max(0.001, wallSeconds * cpus().length), 3),
+    stealShare: round((b.steal - a.steal) / CLK_TCK / Math.max(0.001, wallSeconds * cpus().length), 3),
   };
 }
 

@@ -8,6 +8,8 @@ export interface BenchReport {
   mode: 'quick' | 'full';
   duration_s: number;
   machine: MachineInfo;
+  /** CPU steal over the whole run, as a share of all cores (see CpuUsage.stealShare). */
+  steal_share?: number;
   settings: Record<string, unknown>;
   scenarios: ScenarioReport[];
   notes: string[];
@@ -31,7 +33,8 @@ function figure(r: TargetResult | undefined): string {
 /** Mean noise share over a result's steps, as a percentage. */
 function noise(r: TargetResult | undefined): string {
   if (!r?.steps?.length) return '–';
-  return `${fmt((100 * r.steps.reduce((s, x) => s + x.cpu.noiseShare, 0)) / r.steps.length)} %`;
+  const mean = (f: (x: StepRecord) => number): string => fmt((100 * r.steps!.reduce((s, x) => s + f(x), 0)) / r.steps!.length);
+  return `${mean((x) => x.cpu.noiseShare)} % (steal ${mean((x) => x.cpu.stealShare ?? 0)} %)`;
 }
 
 function perCpu(r: TargetResult | undefined): string {
@@ -47,7 +50,7 @@ function kneeLine(k: StepRecord | null | undefined): string {
   return (
     `p50 ${fmt(k.latency.p50_ms, 1)} / p99 ${fmt(k.latency.p99_ms, 1)} ms${ack}, server ${fmt(k.server_cores, 2)} cores, ` +
     `${fmt(k.deliveries_per_server_cpu_s)} per server CPU-s, load generator ${fmt(k.loadgen_cores, 2)} cores, ` +
-    `PostgreSQL ${fmt((k.cpu.cpuSeconds.postgres ?? 0) / Math.max(0.001, k.cpu.wallSeconds), 2)} cores, noise ${fmt(k.cpu.noiseShare * 100)} %`
+    `PostgreSQL ${fmt((k.cpu.cpuSeconds.postgres ?? 0) / Math.max(0.001, k.cpu.wallSeconds), 2)} cores, noise ${fmt(k.cpu.noiseShare * 100)} % (steal ${fmt((k.cpu.stealShare ?? 0) * 100)} %)`
   );
 }
 
@@ -58,7 +61,8 @@ export function toMarkdown(r: BenchReport): string {
   const m = r.machine;
   L.push(
     `Machine: ${m.nproc} × ${m.cpuModel}, ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}, PostgreSQL ${m.postgres}, open files ${m.fdLimit}. ` +
-      'Service, load generator, peers and PostgreSQL share these cores.',
+      'Service, load generator, peers and PostgreSQL share these cores.' +
+      (r.steal_share === undefined ? '' : ` CPU steal over the run (the host running something else while these vCPUs waited): ${fmt(r.steal_share * 100, 1)} % of the cores' time.`),
   );
   L.push('');
   L.push(
@@ -79,7 +83,7 @@ export function toMarkdown(r: BenchReport): string {
   L.push(
     'Ratios: headline figure, and in brackets deliveries per server CPU-second (which stays comparable when other processes take CPU). ' +
       '"per server CPU-s" counts deliveries (S1, S2, S6, S7) or successful requests (S3, S4) per CPU-second of the server process, at the knee (or the best step when none passed). ' +
-      'noise = busy CPU of other processes on the machine, as a share of all cores.',
+      'noise = busy CPU of other processes on the machine, as a share of all cores; steal = time the hypervisor took from this virtual machine\'s vCPUs (ready to run, waiting for the host), as a share of all cores: it delays every process here without showing in their CPU time.',
   );
   L.push('');
   L.push('## Details (at the knee: the highest passing rate)');

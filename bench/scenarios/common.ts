@@ -163,7 +163,7 @@ export async function sweep(opts: {
     steps.push(rec);
     opts.log(
       `  ${opts.label} rate ${rec.rate}/s: ${rec.deliveries_per_s} deliveries/s, p99 ${rec.latency.p99_ms} ms, ` +
-        `delivered ${rec.delivery_pct} %, server ${rec.server_cores} cores, loadgen ${rec.loadgen_cores}, noise ${Math.round(rec.cpu.noiseShare * 100)} % ` +
+        `delivered ${rec.delivery_pct} %, server ${rec.server_cores} cores, loadgen ${rec.loadgen_cores}, noise ${Math.round(rec.cpu.noiseShare * 100)} % (steal ${Math.round(rec.cpu.stealShare * 100)} %) ` +
         (rec.pass ? 'PASS' : `FAIL (${rec.why_not})`),
     );
     if (rec.pass) {
