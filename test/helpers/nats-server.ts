@@ -54,6 +54,8 @@ export interface NatsServer {
   /** Everything the server logged (stderr). */
   log(): string;
   stop(): Promise<void>;
+  /** Ends the process with this signal (SIGKILL: a crash, SIGTERM: a clean shutdown) and waits for it to exit. */
+  kill(signal: NodeJS.Signals): Promise<void>;
 }
 
 /**
@@ -94,8 +96,36 @@ export async function startNatsServer(t: Test, args: string[]): Promise<NatsServ
     })();
     return stopping;
   };
+  const kill = async (signal: NodeJS.Signals): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill(signal);
+    await exited;
+  };
   t.teardown(stop);
-  return { port, url: `nats://127.0.0.1:${port}`, log: () => out, stop };
+  return { port, url: `nats://127.0.0.1:${port}`, log: () => out, stop, kill };
+}
+
+/**
+ * A server that can be killed and started again on the same port (and, with
+ * `-js -sd <dir>` in `args`, the same JetStream store): the restart of the
+ * NATS server itself, as opposed to a cut connection.
+ */
+export async function restartableNatsServer(t: Test, args: string[]) {
+  let server = await startNatsServer(t, args);
+  const port = server.port;
+  return {
+    port,
+    url: server.url,
+    get current(): NatsServer {
+      return server;
+    },
+    /** Kills the running process (the port is free afterwards). */
+    kill: (signal: NodeJS.Signals = 'SIGKILL') => server.kill(signal),
+    /** Starts a new process on the same port with the same arguments. */
+    async start(): Promise<void> {
+      server = await startNatsServer(t, [...args, '-p', String(port)]);
+    },
+  };
 }
 
 /** Certificates made with openssl for one test: a CA, a server certificate for localhost / 127.0.0.1, a client certificate. */

@@ -170,7 +170,8 @@ export class NatsClusterBus implements ClusterBusStatus {
       this.outbox.push(item);
       if (this.outbox.length > this.opts.outboxMaxEvents) {
         this.outbox.shift();
-        this.outboxDropped++;
+        // said once per outage (the count comes with the reconnect line), so an outage that lasts is visible before it ends
+        if (this.outboxDropped++ === 0) this.deps.logger.warn({ max: this.opts.outboxMaxEvents }, 'cluster bus: outbox full while disconnected, dropping the oldest events');
       }
       return;
     }

@@ -7,7 +7,8 @@ import { api, bootHttp, tokenFor } from '../../helpers/http.js';
 import { createTestDatabase, requireService, SERVICES } from '../../helpers/services.js';
 import { startTcpProxy, waitFor } from '../../helpers/tcp-proxy.js';
 import { connectWs, type Frame, type WsTestClient } from '../../helpers/ws-client.js';
-import { makePki, requireTools, startNatsServer, tempDir } from '../../helpers/nats-server.js';
+import { makePki, requireTools, restartableNatsServer, startNatsServer, tempDir } from '../../helpers/nats-server.js';
+import { recordingLogger, type LogLine } from '../../helpers/logger.js';
 import type { EventMeta } from '../../../kernel/bus.js';
 import type { Cradle } from '../../../kernel/container.js';
 import type { Message } from '../../../kernel/domain.js';
@@ -213,4 +214,93 @@ t.test('secured NATS (TLS from a test CA + user/password): the bus relays; bad s
   }
   await B.kernel.stop();
   await A.kernel.stop();
+});
+
+/**
+ * Two kernels on a private nats-server that the test kills and starts again on
+ * the same port. A reaches it through a TCP proxy, so the test decides when A
+ * may reconnect: after B has subscribed again (NATS core keeps nothing for a
+ * subscriber that is not there yet).
+ */
+async function restartPair(t: Test, outboxMaxEvents = 10_000) {
+  const server = await restartableNatsServer(t, []);
+  const proxy = await startTcpProxy(t, server.port);
+  const prefix = `im.test.${randomBytes(4).toString('hex')}`;
+  const fast = { subjectPrefix: prefix, reconnectMinMs: 20, reconnectMaxMs: 100, connectTimeoutMs: 1000 };
+  const linesA: LogLine[] = [];
+  const A = await bootKernel(t, {
+    adapters: { storage: 'memory', cluster: 'nats' },
+    logger: recordingLogger(linesA),
+    config: { instanceId: 'rs-a', cluster: { ...fast, url: `nats://127.0.0.1:${proxy.port}`, outboxMaxEvents } },
+  });
+  const B = await bootKernel(t, { adapters: { storage: 'memory', cluster: 'nats' }, config: { instanceId: 'rs-b', cluster: { ...fast, url: server.url } } });
+  const onA: number[] = [];
+  const onB: number[] = [];
+  const probes = (into: number[]) => (p: { frame: Record<string, unknown> }, meta: EventMeta) => {
+    if (p.frame.type === 'probe') into.push((meta.origin === 'remote' ? 1 : -1) * (p.frame.n as number));
+  };
+  A.c.bus.subscribe('group.notify', probes(onA));
+  B.c.bus.subscribe('group.notify', probes(onB));
+  const probe = (k: typeof A, n: number) => k.c.bus.publish('group.notify', { group_id: 'g1', frame: { type: 'probe', n } });
+  /** Kills the server; both notice; the proxy keeps A away until release(). */
+  const outage = async () => {
+    proxy.refuse(true);
+    await server.kill('SIGKILL');
+    await waitFor(() => !A.c.clusterBus.connected && !B.c.clusterBus.connected, 'both instances notice the server is gone');
+  };
+  const restart = async () => {
+    await server.start();
+    await waitFor(() => B.c.clusterBus.connected, 'B reconnected (and subscribed again)', 15_000);
+    proxy.refuse(false);
+    await waitFor(() => A.c.clusterBus.connected, 'A reconnected', 15_000);
+  };
+  return { A, B, onA, onB, probe, outage, restart, linesA };
+}
+
+t.test('NATS server restart (SIGKILL): the bus reconnects and relays again both ways; A\'s events of the outage are sent after the reconnect', async (t) => {
+  if (!requireTools(t, ['nats-server'])) return;
+  const { A, B, onA, onB, probe, outage, restart } = await restartPair(t);
+  probe(A, 1);
+  await waitFor(() => onB.includes(1), 'relayed before the restart');
+
+  await outage();
+  probe(A, 2); // waits in A's outbox
+  probe(B, 3); // B's, too
+  await waitFor(() => onA.includes(-2) && onB.includes(-3), 'local delivery goes on while NATS is down');
+  t.same(onA, [-1, -2], 'A: its own events only, nothing relayed');
+  await restart();
+  await waitFor(() => onB.includes(2), "A's event of the outage reaches B after the reconnect");
+  let n = 100;
+  await waitFor(
+    () => {
+      probe(B, n++);
+      return onA.some((x) => x >= 100);
+    },
+    'B relays to A again',
+    15_000,
+    100,
+  );
+  probe(A, 4);
+  await waitFor(() => onB.includes(4), 'A relays to B again');
+  t.equal(onB.filter((x) => x === 2).length, 1, 'the held event arrives once');
+  t.ok(A.c.clusterBus.connected && B.c.clusterBus.connected, 'both ready again');
+});
+
+t.test('cluster outbox overflow: past outboxMaxEvents the oldest events of the outage are dropped and logged; local delivery goes on', async (t) => {
+  if (!requireTools(t, ['nats-server'])) return;
+  const { A, onA, onB, probe, outage, restart, linesA } = await restartPair(t, 3);
+  await outage();
+  for (const n of [1, 2, 3, 4, 5]) probe(A, n);
+  await waitFor(() => onA.length === 5, 'local delivery on A');
+  t.same(onA, [-1, -2, -3, -4, -5], "every event is delivered on A's own bus, whatever the outbox holds");
+  const full = linesA.filter((l) => /outbox full/.test(l.msg ?? ''));
+  t.equal(full.length, 1, 'one line when the outbox first overflows (not one per event)');
+  t.match(full[0], { level: 'warn', max: 3 });
+  await restart();
+  await waitFor(() => onB.length >= 3, 'the outbox is sent after the reconnect');
+  await new Promise((r) => setTimeout(r, 200));
+  t.same(onB, [3, 4, 5], 'the newest outboxMaxEvents events are sent, in order; the oldest were dropped');
+  const dropped = linesA.find((l) => /events dropped while disconnected \(outbox full\)/.test(l.msg ?? ''));
+  t.match(dropped, { level: 'warn', dropped: 2 }, 'the reconnect logs how many were dropped');
+  t.match(linesA.find((l) => /reconnected to NATS/.test(l.msg ?? '')), { queued: 3, dropped: 2 });
 });
