@@ -388,6 +388,8 @@ export class NatsConnectionManager {
     private readonly logger: Logger,
     /** Runs once per connection (subscriptions survive the client's reconnects); a throw closes it and retries. */
     private readonly setup: (nc: NatsConnection) => Promise<void>,
+    /** Called each time the connection becomes usable: after setup on a new connection, and after every reconnect. */
+    private readonly onUp?: (nc: NatsConnection) => void,
   ) {}
 
   get connected(): boolean {
@@ -459,6 +461,7 @@ export class NatsConnectionManager {
         this.up = true;
         this.logger.info({ url: this.endpoint.display, server: nc.getServer(), ...natsSecurityFields(this.endpoint) }, 'nats connected');
         first();
+        this.onUp?.(nc);
         const err = await nc.closed();
         this.up = false;
         if (this.closed) return;
@@ -498,6 +501,7 @@ export class NatsConnectionManager {
                 if (this.generation !== generation || this.nc !== nc) return;
                 this.up = true;
                 this.logger.info({ server: s.server }, 'nats reconnected');
+                this.onUp?.(nc);
               },
               () => undefined,
             );

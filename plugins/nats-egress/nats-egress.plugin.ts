@@ -1,5 +1,5 @@
 import { asValue } from 'awilix';
-import { headers as natsHeaders } from '@nats-io/transport-node';
+import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { UnavailableError } from '../../kernel/errors.js';
 import { definePlugin } from '../../kernel/plugin.js';
 import { type EgressEvent, subscribeEgress } from '../../lib/broker-payload.js';
@@ -9,6 +9,8 @@ import { natsEgressOptions, type NatsEgressOptions } from './nats-egress.schema.
 
 export interface NatsEgressStatus {
   readonly connected: boolean;
+  /** Events held while NATS is away, published after the reconnect. */
+  readonly pending: number;
   readonly stats: Readonly<{ published: number; dropped: number }>;
 }
 
@@ -22,6 +24,10 @@ declare module '../../kernel/container.js' {
 interface Runtime {
   conn: NatsConnectionManager;
   stats: { published: number; dropped: number };
+  /** Events of the time NATS was away (the client itself discards what it buffered on every reconnect attempt). */
+  queue: EgressEvent[];
+  /** The bus handler: publish now, or hold while disconnected. */
+  enqueue: (e: EgressEvent) => void;
   unsubscribe: (() => void) | null;
 }
 
@@ -35,30 +41,67 @@ export function subjectOf(prefix: string, e: EgressEvent): string {
 
 /**
  * Broker egress over NATS: every message stored and every membership change of
- * local origin (once per cluster) is published as JSON. The client buffers
- * while it reconnects; a publish it refuses is logged and counted, never
- * blocking the bus.
+ * local origin (once per cluster) is published as JSON. While NATS is away
+ * (before the first connection, during a reconnect) events wait in a bounded
+ * buffer of this plugin and are published, in order, once the connection is
+ * back: the NATS client's own buffer cannot be relied on, it is reset on every
+ * reconnect attempt. Beyond `maxBuffer`, and for a publish the client refuses,
+ * the event is dropped, logged and counted; the bus is never blocked.
  */
 export const natsEgressPlugin = definePlugin<NatsEgressOptions>({
   name: 'nats-egress',
   after: ['metrics'],
   options: natsEgressOptions,
   register({ container, options, logger, contributions }) {
+    const stats = { published: 0, dropped: 0 };
+    const queue: EgressEvent[] = [];
+    const publish = (nc: NatsConnection, e: EgressEvent): void => {
+      try {
+        const h = natsHeaders();
+        // JetStream de-duplication when a stream captures the subject
+        h.set('Nats-Msg-Id', e.id);
+        h.set('im-event', e.event);
+        nc.publish(subjectOf(options.subjectPrefix, e), e.body, { headers: h });
+        stats.published += 1;
+      } catch (err) {
+        stats.dropped += 1;
+        logger.error({ err: (err as Error).message, event: e.event, group_id: e.group_id, id: e.id }, 'nats egress publish failed: event dropped');
+      }
+    };
     const conn = new NatsConnectionManager(
       options.endpoint,
       { ...options, connectionName: options.connectionName ?? `im-nats-egress@${container.cradle.instanceId}` },
       logger,
       async () => undefined,
+      // connected again: what waited goes out first, in order
+      (nc) => {
+        const items = queue.splice(0);
+        for (const e of items) publish(nc, e);
+        if (items.length > 0) logger.info({ published: items.length }, 'nats egress: events held while disconnected published');
+      },
     );
-    const rt: Runtime = { conn, stats: { published: 0, dropped: 0 }, unsubscribe: null };
+    const enqueue = (e: EgressEvent): void => {
+      const nc = conn.connection;
+      if (conn.connected && nc && queue.length === 0) return publish(nc, e);
+      if (queue.length >= options.maxBuffer) {
+        stats.dropped += 1;
+        logger.error({ event: e.event, group_id: e.group_id, id: e.id, buffered: queue.length }, 'nats egress buffer full: event dropped');
+        return;
+      }
+      queue.push(e);
+    };
+    const rt: Runtime = { conn, stats, queue, enqueue, unsubscribe: null };
     runtimes.set(container, rt);
     container.register({
       natsEgress: asValue<NatsEgressStatus>({
         get connected() {
           return conn.connected;
         },
+        get pending() {
+          return queue.length;
+        },
         get stats() {
-          return rt.stats;
+          return stats;
         },
       }),
     });
@@ -70,37 +113,25 @@ export const natsEgressPlugin = definePlugin<NatsEgressOptions>({
     };
     contributions.add(READINESS_CHECKS, check);
   },
-  async start({ container, options, logger }) {
+  async start({ container }) {
     const rt = runtimes.get(container)!;
     const { bus, instanceId } = container.cradle;
-    rt.unsubscribe = subscribeEgress(bus, instanceId, (e) => {
-      const nc = rt.conn.connection;
-      const subject = subjectOf(options.subjectPrefix, e);
-      if (!nc || nc.isClosed()) {
-        rt.stats.dropped += 1;
-        logger.error({ event: e.event, group_id: e.group_id, id: e.id }, 'nats egress not connected: event dropped');
-        return;
-      }
-      try {
-        const h = natsHeaders();
-        // JetStream de-duplication when a stream captures the subject
-        h.set('Nats-Msg-Id', e.id);
-        h.set('im-event', e.event);
-        nc.publish(subject, e.body, { headers: h });
-        rt.stats.published += 1;
-      } catch (err) {
-        rt.stats.dropped += 1;
-        logger.error({ err: (err as Error).message, event: e.event, group_id: e.group_id, id: e.id }, 'nats egress publish failed: event dropped');
-      }
-    });
+    // subscribed first: events stored while the first connection is being made wait in the buffer
+    rt.unsubscribe = subscribeEgress(bus, instanceId, rt.enqueue);
     await rt.conn.open();
   },
-  async stop({ container }) {
+  async stop({ container, logger }) {
     const rt = runtimes.get(container);
     if (!rt) return;
     rt.unsubscribe?.();
     rt.unsubscribe = null;
     // drain flushes what the client still buffers
     await rt.conn.close(true);
+    if (rt.queue.length > 0) {
+      // NATS was away until the end: these were never published
+      rt.stats.dropped += rt.queue.length;
+      logger.error({ dropped: rt.queue.length, ids: rt.queue.slice(0, 20).map((e) => e.id) }, 'nats egress stopped while disconnected: buffered events dropped');
+      rt.queue.length = 0;
+    }
   },
 });

@@ -11,10 +11,13 @@ export interface NatsEgressOptions extends Omit<NatsConnectionSettings, 'connect
   connectionName?: string;
   /** Subjects: `<prefix>.message.<group_id>` and `<prefix>.member.<group_id>`. */
   subjectPrefix: string;
+  /** Events held while NATS is away (published after the reconnect); beyond it new events are dropped (logged and counted). */
+  maxBuffer: number;
 }
 
 const schema = Joi.object({
   subjectPrefix: Joi.string().pattern(/^[^*>\s]+$/).max(200).default('im.events'),
+  maxBuffer: Joi.number().integer().min(1).max(1_000_000).default(10_000),
   ...natsConnectionKeys,
 });
 

@@ -20,7 +20,7 @@ import { UnavailableError } from '../../kernel/errors.js';
 import { loadConfig } from '../../config/loader.js';
 import { admin, as, bootKernel, seedGroup, type BootOptions } from '../helpers/boot.js';
 import { recordingLogger, type LogLine } from '../helpers/logger.js';
-import { makeNkeySetup, makeOperatorSetup, makePki, requireTools, startNatsServer, tempDir, type NatsServer } from '../helpers/nats-server.js';
+import { makeNkeySetup, makeOperatorSetup, makePki, requireTools, restartableNatsServer, startNatsServer, tempDir, type NatsServer } from '../helpers/nats-server.js';
 import { api, bootWithOptionalHttp, tokenFor } from '../helpers/http.js';
 import { SERVICES, requireService } from '../helpers/services.js';
 import { startTcpProxy, waitFor, type TcpProxy } from '../helpers/tcp-proxy.js';
@@ -572,4 +572,206 @@ t.test('NATS security: NKey seed and .creds (decentralised JWT auth)', async (t)
     assertDelivers(t, opServer, { authenticator: credsAuthenticator(readFileSync(op.credsFile)) }, { url: opServer.url, credsFile: op.credsFile }, 'creds'));
   await t.test('an NKey the server does not know: unready, a clear error line', (t) =>
     assertRefused(t, { url: nkServer.url, credsFile: op.credsFile }, /^nats server refused the credentials/, 'unknown nkey'));
+});
+
+// ---- A restart of the NATS server itself (private nats-server processes, killed and started again on the same port) ----
+
+/** Short connection timings, so an outage and the reconnect after it take well under a second. */
+const FAST = { startWaitMs: 3000, connectTimeoutMs: 1000, reconnect: { initialDelayMs: 20, maxDelayMs: 100 } };
+
+async function bootOn(t: Test, url: string, plugins: string[], config: { ingress?: Record<string, unknown>; egress?: Record<string, unknown> } = {}) {
+  const id = randomBytes(4).toString('hex');
+  const subject = `rs.${id}.inbound`;
+  const prefix = `rs.${id}.events`;
+  const booted = await bootWithOptionalHttp(
+    t,
+    {
+      plugins: ['auth', 'users', 'groups', 'chat', ...plugins],
+      config: {
+        nats: { url },
+        'nats-ingress': { subject, dlqSubject: `${subject}.dlq`, queueGroup: `q-${id}`, retryDelayMs: 100, ...FAST, ...config.ingress },
+        'nats-egress': { subjectPrefix: prefix, ...FAST, ...config.egress },
+      },
+    },
+    true,
+  );
+  await seedGroup(booted.c, 'g1', ['pat1']);
+  return { ...booted, http: api(booted.baseUrl), subject, prefix, id };
+}
+
+/** What a careful publisher does: retry (same payload, so same client_msg_id) until the server answers. */
+async function untilAnswered<T>(what: string, attempt: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${what}: no answer within 15 s (${(err as Error).message})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** A client of the test itself that rides out the restart too. */
+async function client(t: Test, url: string): Promise<NatsConnection> {
+  const nc = await connect({ servers: url, reconnectTimeWait: 20, maxReconnectAttempts: -1, timeout: 1000 });
+  t.teardown(() => nc.close());
+  return nc;
+}
+
+const stored = async (c: Cradle) => (await c.chatService.list(as('pat1'), { group_id: 'g1', limit: 200 })).messages.map((m) => m.client_msg_id);
+
+async function readyz(http: ReturnType<typeof api>): Promise<{ status: number; text: string }> {
+  const r = await http.get('/readyz');
+  return { status: r.status, text: JSON.stringify(r.body) };
+}
+
+t.test('NATS server restart (SIGKILL, same store): JetStream ingress stores every acknowledged payload exactly once; /readyz red during the outage', async (t) => {
+  if (!requireTools(t, ['nats-server'])) return;
+  const server = await restartableNatsServer(t, ['-js', '-sd', tempDir(t, 'im-nats-js-')]);
+  const id = randomBytes(4).toString('hex');
+  const stream = `RS_${id}`;
+  const { c, http, subject } = await bootOn(t, server.url, ['nats-ingress'], {
+    ingress: { maxInFlight: 2, jetstream: { stream, durable: `rs-${id}`, createStream: true, ackWaitMs: 1000 } },
+  });
+  t.equal((await readyz(http)).status, 200, 'ready before the restart');
+  const pub = await client(t, server.url);
+  const pjs = jetstream(pub);
+
+  // storage holds the first deliveries: two in flight (committed only after the kill), three waiting in the stream
+  const repo = c.storage.messages;
+  const realAppend = repo.append.bind(repo);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  repo.append = async (m) => {
+    await gate;
+    return realAppend(m);
+  };
+  t.teardown(() => {
+    repo.append = realAppend;
+  });
+  const before = ['before-1', 'before-2', 'before-3', 'before-4', 'before-5'];
+  for (const id of before) await pjs.publish(subject, secPayload(id)); // acknowledged by JetStream
+  await waitFor(() => c.natsIngress.inFlight === 2, 'two deliveries in flight');
+
+  await server.kill('SIGKILL');
+  await waitFor(() => !c.natsIngress.connected, 'ingress notices the server is gone');
+  const down = await readyz(http);
+  t.equal(down.status, 503, '/readyz red while the server is down');
+  t.match(down.text, /nats/, '/readyz names nats');
+  // the in-flight deliveries are committed now; their acks cannot reach the server
+  release();
+  await waitFor(async () => (await stored(c)).length === 2, 'the two in-flight deliveries committed');
+  await waitFor(() => c.natsIngress.inFlight === 0, 'and settled as far as they can be');
+  // what the publisher has during the outage is refused (not acknowledged): it keeps it and publishes it later
+  await t.rejects(pjs.publish(subject, secPayload('during-1'), { timeout: 300 }), 'a publish while the server is down is not acknowledged');
+
+  await server.start();
+  await waitFor(() => c.natsIngress.connected, 'ingress consuming again', 15_000);
+  t.equal((await readyz(http)).status, 200, '/readyz green after the restart');
+  const during = ['during-1', 'during-2', 'during-3'];
+  for (const id of during) await untilAnswered(id, () => pjs.publish(subject, secPayload(id), { timeout: 500 }));
+  await pjs.publish(subject, secPayload('before-5')); // a publisher's retry of an acknowledged payload
+
+  const all = [...before, ...during];
+  await waitFor(async () => (await stored(c)).length === all.length && c.natsIngress.stats.duplicate >= 3, 'everything stored, redeliveries seen as duplicates', 15_000);
+  const ids = await stored(c);
+  t.same([...ids].sort(), [...all].sort(), 'every payload acknowledged before the kill, and every one published after it, stored');
+  t.equal(new Set(ids).size, ids.length, 'each exactly once');
+  t.ok(c.natsIngress.stats.duplicate >= 3, 'the unacknowledged in-flight deliveries came again and were acknowledged as duplicates, like the retry');
+  const jsm2 = await jetstreamManager(pub);
+  await waitFor(async () => {
+    const i = await jsm2.consumers.info(stream, `rs-${id}`);
+    return i.num_ack_pending === 0 && i.num_pending === 0;
+  }, 'the stream is fully acknowledged');
+});
+
+t.test('NATS server restart (SIGTERM): core ingress subscribes again and resumes; publishes while no server is up are the publisher\'s to retry', async (t) => {
+  if (!requireTools(t, ['nats-server'])) return;
+  const server = await restartableNatsServer(t, []);
+  const { c, http, subject } = await bootOn(t, server.url, ['nats-ingress']);
+  const pub = await client(t, server.url);
+  t.match(JSON.parse((await pub.request(subject, secPayload('core-before'), { timeout: 5000 })).string()), { status: 'stored' });
+
+  await server.kill('SIGTERM');
+  await waitFor(() => !c.natsIngress.connected, 'ingress notices the server is gone');
+  t.equal((await readyz(http)).status, 503, '/readyz red while the server is down');
+  // core NATS is at most once: nobody is there to take it, the requester learns it only from the failure
+  await t.rejects(pub.request(subject, secPayload('core-during'), { timeout: 300 }), 'a request while the server is down fails for the publisher');
+
+  await server.start();
+  await waitFor(() => c.natsIngress.connected, 'ingress subscribed again', 15_000);
+  t.equal((await readyz(http)).status, 200, '/readyz green after the restart');
+  const after = await untilAnswered('core-after', () => pub.request(subject, secPayload('core-after'), { timeout: 500 }));
+  t.match(JSON.parse(after.string()), { status: 'stored' }, 'ingests after the restart');
+  t.same(await stored(c), ['core-before', 'core-after'], 'the payload published while no server was up is not stored (at most once)');
+});
+
+t.test('NATS server restart (SIGKILL): egress holds events of the outage (bounded by maxBuffer) and publishes them after the reconnect', async (t) => {
+  if (!requireTools(t, ['nats-server'])) return;
+  const server = await restartableNatsServer(t, ['-js', '-sd', tempDir(t, 'im-nats-js-')]);
+  const admin2 = await client(t, server.url);
+  const jsm2 = await jetstreamManager(admin2);
+  const { c, http, prefix, id } = await bootOn(t, server.url, ['nats-egress'], { egress: { maxBuffer: 3 } });
+  await waitFor(() => c.natsEgress.stats.published === 1, "the seeding's member.added published (before the stream exists)");
+  // a stream captures the egress subjects: what reaches the server is kept, whoever is subscribed
+  const stream = `EV_${id}`;
+  await jsm2.streams.add({ name: stream, subjects: [`${prefix}.>`] });
+  const eventsInStream = async () => {
+    const out: { event: string; id: string }[] = [];
+    const js2 = jetstream(admin2);
+    const consumer = await js2.consumers.get(stream); // ephemeral ordered consumer
+    const info = await jsm2.streams.info(stream);
+    if (info.state.messages === 0) return out;
+    const it = await consumer.fetch({ max_messages: info.state.messages, expires: 2000 });
+    for await (const m of it) {
+      const b = m.json<{ event: string; data: { message_id?: string; user_id?: string } }>();
+      out.push({ event: b.event, id: b.data.message_id ?? b.data.user_id ?? '' });
+      if (out.length === info.state.messages) break;
+    }
+    return out;
+  };
+  const m1 = (await c.chatService.send(as('pat1'), { group_id: 'g1', msg_content: 'before' }, { transport: 'http' })).message;
+  await waitFor(async () => (await jsm2.streams.info(stream)).state.messages === 1, 'the first event is in the stream');
+
+  await server.kill('SIGKILL');
+  await waitFor(() => !c.natsEgress.connected, 'egress notices the server is gone');
+  const down = await readyz(http);
+  t.equal(down.status, 503, '/readyz red while the server is down');
+  t.match(down.text, /nats-egress|egress/);
+  const during: string[] = [];
+  for (const text of ['during-1', 'during-2']) during.push((await c.chatService.send(as('pat1'), { group_id: 'g1', msg_content: text }, { transport: 'http' })).message.message_id);
+  await c.userService.create(admin, { user_id: 'doc7', username: 'doc7', user_role: 'DOCTOR' });
+  await c.groupService.addMember(admin, 'g1', { user_id: 'doc7' });
+  t.equal(c.natsEgress.pending, 3, 'three events held');
+  const over = (await c.chatService.send(as('pat1'), { group_id: 'g1', msg_content: 'over the buffer' }, { transport: 'http' })).message;
+  t.equal(c.natsEgress.pending, 3, 'the buffer is bounded');
+  t.equal(c.natsEgress.stats.dropped, 1, 'the event past maxBuffer is dropped and counted');
+  t.same(await stored(c), [null, null, null, null], 'storing never waited for NATS');
+
+  await server.start();
+  await waitFor(() => c.natsEgress.connected && c.natsEgress.pending === 0, 'egress reconnected and published what it held', 15_000);
+  t.equal((await readyz(http)).status, 200, '/readyz green after the restart');
+  const m5 = (await c.chatService.send(as('pat1'), { group_id: 'g1', msg_content: 'after' }, { transport: 'http' })).message;
+  await waitFor(async () => {
+    try {
+      return (await jsm2.streams.info(stream)).state.messages === 5;
+    } catch {
+      return false;
+    }
+  }, 'five events in the stream', 15_000);
+  const got = await eventsInStream();
+  t.same(
+    got,
+    [
+      { event: 'message.stored', id: m1.message_id },
+      { event: 'message.stored', id: during[0] },
+      { event: 'message.stored', id: during[1] },
+      { event: 'member.added', id: 'doc7' },
+      { event: 'message.stored', id: m5.message_id },
+    ],
+    'the events of the outage are published after the reconnect, in order, before newer ones; the one past the buffer is not',
+  );
+  t.notOk(got.some((e) => e.id === over.message_id));
+  t.equal(c.natsEgress.stats.published, 6, 'published: the seeding member.added, the 4 events above, the one after');
 });
