@@ -11,6 +11,8 @@
  */
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Cradle } from '../../kernel/container.js';
+import type { AiInteractionRecord } from '../../kernel/domain.js';
 
 export interface FakeAiRequest {
   method: string;
@@ -172,4 +174,18 @@ export async function waitFor<T>(check: () => T | Promise<T>, what = 'condition'
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** The interaction record of a user message (the newest 10,000 records are searched). */
+export async function recordOf(c: Cradle, messageId: string): Promise<AiInteractionRecord | undefined> {
+  const all = await c.storage.aiRecords.list({ limit: 10_000 });
+  return all.find((r) => r.user_message_id === messageId);
+}
+
+/** Waits until the record of a user message has ended with `status` (1 succeeded, 2 failed). */
+export async function finalRecord(c: Cradle, messageId: string, status: 1 | 2 = 1): Promise<AiInteractionRecord> {
+  return waitFor(async () => {
+    const r = await recordOf(c, messageId);
+    return r && r.status === status ? r : undefined;
+  }, `record of ${messageId} with status ${status}`);
 }

@@ -9,12 +9,12 @@ import { randomBytes } from 'node:crypto';
 import t, { type Test } from 'tap';
 import type { EventMeta } from '../../kernel/bus.js';
 import type { Cradle } from '../../kernel/container.js';
-import type { AiInteractionRecord, Message } from '../../kernel/domain.js';
+import type { Message } from '../../kernel/domain.js';
 import '../../plugins/ai-router/ai-router.public.js';
 import '../../plugins/ws/ws.public.js';
 import '../../adapters/cluster/nats/nats-cluster.adapter.js';
 import { admin, as, bootKernel, seedGroup, type Booted } from '../helpers/boot.js';
-import { startFakeAi, waitFor, type FakeAi } from '../helpers/fake-ai.js';
+import { finalRecord, recordOf, startFakeAi, waitFor, type FakeAi } from '../helpers/fake-ai.js';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
 import { createTestDatabase, requireService, SERVICES } from '../helpers/services.js';
 import { connectWs, type Frame, type WsTestClient } from '../helpers/ws-client.js';
@@ -86,17 +86,6 @@ async function worker(
   });
 }
 
-async function recordOf(c: Cradle, messageId: string): Promise<AiInteractionRecord | undefined> {
-  const all = await c.storage.aiRecords.list({ limit: 1000 });
-  return all.find((r) => r.user_message_id === messageId);
-}
-
-async function finalRecord(c: Cradle, messageId: string, status: 1 | 2 = 1): Promise<AiInteractionRecord> {
-  return waitFor(async () => {
-    const r = await recordOf(c, messageId);
-    return r && r.status === status ? r : undefined;
-  }, `record of ${messageId} with status ${status}`);
-}
 
 const isReply = (f: Frame): boolean => f.type === 'message' && f.data.msg_type === 'AI_REPLY';
 const status = (s: string, messageId: string) => (f: Frame) => f.type === 'ai_status' && f.status === s && f.user_message_id === messageId;

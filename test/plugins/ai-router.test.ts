@@ -20,7 +20,7 @@ import { fitReply } from '../../plugins/ai-router/reply-fit.js';
 import { WindowedP99 } from '../../lib/windowed-p99.js';
 import { validateOptions } from '../../lib/validate.js';
 import { admin, as, bootKernel, seedGroup, type Booted } from '../helpers/boot.js';
-import { startFakeAi, waitFor, type FakeAi, type FakeAiAnswer } from '../helpers/fake-ai.js';
+import { finalRecord, recordOf, startFakeAi, waitFor, type FakeAi, type FakeAiAnswer } from '../helpers/fake-ai.js';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
 import { recordingLogger, type LogLine } from '../helpers/logger.js';
 import { createTestDatabase } from '../helpers/services.js';
@@ -98,17 +98,6 @@ async function send(c: Cradle, from: string, group: string, text: string, extra:
   return (await c.chatService.send(as(from), { group_id: group, msg_content: text, ...extra }, { transport: 'test' })).message;
 }
 
-async function recordOf(c: Cradle, messageId: string): Promise<AiInteractionRecord | undefined> {
-  const all = await c.storage.aiRecords.list({ limit: 10_000 });
-  return all.find((r) => r.user_message_id === messageId);
-}
-
-async function finalRecord(c: Cradle, messageId: string, status: 1 | 2 = 1): Promise<AiInteractionRecord> {
-  return waitFor(async () => {
-    const r = await recordOf(c, messageId);
-    return r && r.status === status ? r : undefined;
-  }, `record of ${messageId} with status ${status}`);
-}
 
 async function aiReplies(c: Cradle, group: string): Promise<Message[]> {
   const page = await c.chatService.list(admin, { group_id: group, limit: 200 });

@@ -11,6 +11,7 @@ import t from 'tap';
 import type { Test } from 'tap';
 import { UnavailableError } from '../../kernel/errors.js';
 import type { Cradle } from '../../kernel/container.js';
+import { holdAppends } from '../helpers/hold-appends.js';
 import { admin, as, bootKernel, seedGroup, type BootOptions } from '../helpers/boot.js';
 import { api, bootWithOptionalHttp, tokenFor } from '../helpers/http.js';
 import { SERVICES, requireService } from '../helpers/services.js';
@@ -339,14 +340,7 @@ if (await requireService(t, 'amqp')) {
     const n = names(t);
     const { c, kernel } = await boot(t, n);
     await seedGroup(c, 'g1', ['pat1']);
-    const repo = c.storage.messages;
-    const realAppend = repo.append.bind(repo);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    repo.append = async (m) => {
-      await gate;
-      return realAppend(m);
-    };
+    const release = holdAppends(t, c.storage.messages);
     publish(n.queue, payload({ client_msg_id: 'in-flight' }));
     await waitFor(() => c.amqpIngress.inFlight === 1, 'one delivery in flight');
     const stopping = kernel.stop();

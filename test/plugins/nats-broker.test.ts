@@ -18,6 +18,7 @@ import type { Test } from 'tap';
 import type { Cradle } from '../../kernel/container.js';
 import { UnavailableError } from '../../kernel/errors.js';
 import { loadConfig } from '../../config/loader.js';
+import { holdAppends } from '../helpers/hold-appends.js';
 import { admin, as, bootKernel, seedGroup, type BootOptions } from '../helpers/boot.js';
 import { recordingLogger, type LogLine } from '../helpers/logger.js';
 import { makeNkeySetup, makeOperatorSetup, makePki, requireTools, restartableNatsServer, startNatsServer, tempDir, type NatsServer } from '../helpers/nats-server.js';
@@ -282,14 +283,7 @@ if (await requireService(t, 'nats')) {
     const n = names(t);
     const { c, kernel } = await boot(t, n, { ingress: { jetstream: { stream: n.stream, durable: n.durable, createStream: true } } });
     await seedGroup(c, 'g1', ['pat1']);
-    const repo = c.storage.messages;
-    const realAppend = repo.append.bind(repo);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    repo.append = async (m) => {
-      await gate;
-      return realAppend(m);
-    };
+    const release = holdAppends(t, c.storage.messages);
     await js.publish(n.subject, enc(payload({ client_msg_id: 'inflight' })));
     await waitFor(() => c.natsIngress.inFlight === 1, 'in flight');
     const stopping = kernel.stop();
@@ -639,17 +633,7 @@ t.test('NATS server restart (SIGKILL, same store): JetStream ingress stores ever
   const pjs = jetstream(pub);
 
   // storage holds the first deliveries: two in flight (committed only after the kill), three waiting in the stream
-  const repo = c.storage.messages;
-  const realAppend = repo.append.bind(repo);
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  repo.append = async (m) => {
-    await gate;
-    return realAppend(m);
-  };
-  t.teardown(() => {
-    repo.append = realAppend;
-  });
+  const release = holdAppends(t, c.storage.messages);
   const before = ['before-1', 'before-2', 'before-3', 'before-4', 'before-5'];
   for (const id of before) await pjs.publish(subject, secPayload(id)); // acknowledged by JetStream
   await waitFor(() => c.natsIngress.inFlight === 2, 'two deliveries in flight');
