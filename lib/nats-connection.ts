@@ -134,7 +134,8 @@ export function withoutEmptyNatsSecurity(section: Readonly<Record<string, unknow
 
 /** True when a raw section sets any security key (for "only with its own url" checks). */
 export function hasNatsSecurity(section: Readonly<Record<string, unknown>>): boolean {
-  return SECURITY_KEYS.some((k) => withoutEmptyNatsSecurity(section)[k] !== undefined);
+  const set = withoutEmptyNatsSecurity(section);
+  return SECURITY_KEYS.some((k) => set[k] !== undefined);
 }
 
 /** A NATS URL list resolved for connecting: servers without credentials, the security to use, a redacted form for logs. */

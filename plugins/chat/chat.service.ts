@@ -3,11 +3,11 @@ import { ForbiddenError, NotFoundError, RateLimitedError, ValidationError } from
 import type { Message } from '../../kernel/domain.js';
 import type { MessageBus } from '../../kernel/bus.js';
 import type { Clock, IdGenerator } from '../../kernel/clock.js';
-import type { MessagePage, MessageQuery, SerializedMessagePage, Storage } from '../../kernel/ports/storage.port.js';
+import type { MessagePage, SerializedMessagePage, Storage } from '../../kernel/ports/storage.port.js';
 import { AI_TRANSPORT, type ChatService, type Principal, type SendOptions, type SendResult } from '../../kernel/ports/services.port.js';
 import { validate } from '../../lib/validate.js';
 import { WindowedP99 } from '../../lib/windowed-p99.js';
-import { listMessagesSchema, sendMessageSchema, type ChatOptions } from './chat.schema.js';
+import { listMessagesSchema, sendMessageSchema, type ChatOptions, type ListQuery } from './chat.schema.js';
 
 /** Window of recentSendP99Ms (ms). */
 const SEND_LATENCY_WINDOW_MS = 500;
@@ -101,10 +101,10 @@ export class ChatServiceImpl implements ChatService {
   }
 
   /** The validated history query of a member (or admin) of its group. */
-  private async pageQuery(actor: Principal, query: unknown): Promise<MessageQuery & { group_id: string }> {
+  private async pageQuery(actor: Principal, query: unknown): Promise<ListQuery> {
     const q = validate(listMessagesSchema, query, 'query');
     await this.requireAccess(actor, q.group_id);
-    return { group_id: q.group_id, after_seq: q.after_seq, before_seq: q.before_seq, limit: q.limit };
+    return q;
   }
 
   async get(actor: Principal, messageId: string): Promise<Message> {

@@ -249,15 +249,14 @@ export function buildRouter(deps: RouterDeps): { router: Router; staticPaths: Ko
       const res = await route.handler(req);
       if (res.headers) for (const k in res.headers) ctx.set(k, res.headers[k]!);
       ctx.status = res.status;
-      if (res.json !== undefined) {
-        ctx.res.setHeader('Content-Type', JSON_CONTENT_TYPE);
-        ctx.body = res.json;
-      } else if (res.body !== undefined && res.status !== 204) {
+      let json = res.json;
+      if (json === undefined && res.body !== undefined && res.status !== 204) {
         if (typeof res.body === 'string' || Buffer.isBuffer(res.body)) ctx.body = res.body;
-        else {
-          ctx.res.setHeader('Content-Type', JSON_CONTENT_TYPE); // as in requestContext
-          ctx.body = JSON.stringify(res.body);
-        }
+        else json = JSON.stringify(res.body);
+      }
+      if (json !== undefined) {
+        ctx.res.setHeader('Content-Type', JSON_CONTENT_TYPE); // as in requestContext
+        ctx.body = json;
       }
     };
     if (route.method === 'GET') router.get(route.path, mw);
