@@ -62,6 +62,7 @@ function parseArgs(argv: string[]): Options {
     stepMs: Number(val('--step-ms') ?? (quick ? 1200 : 5000)),
     drainMs: quick ? 1200 : 2500,
     maxSteps: Number(val('--max-steps') ?? (quick ? 3 : 10)),
+    startRate: val('--start-rate') ? Number(val('--start-rate')) : null,
     s4Rows: Number(val('--s4-rows') ?? (quick ? 100_000 : 1_000_000)),
     s5Connections: Number(val('--s5-connections') ?? (quick ? 2000 : 15_000)),
     only: only ? new Set(only.split(',').map((s) => s.trim().toUpperCase())) : null,

@@ -15,6 +15,8 @@ export interface Options {
   /** how long to wait for the last deliveries after a step */
   drainMs: number;
   maxSteps: number;
+  /** First rate of every sweep instead of the scenario's own (`--start-rate`: A/B runs at one fixed rate with `--max-steps 1`). */
+  startRate: number | null;
   s4Rows: number;
   s5Connections: number;
   only: Set<string> | null;
@@ -240,3 +242,8 @@ export function addRatios(rep: ScenarioReport): void {
 }
 
 export type Log = (s: string) => void;
+
+/** A sweep's first rate: `--start-rate` when given, else the scenario's. */
+export function firstRate(o: Options, scenarioStart: number): number {
+  return o.startRate ?? scenarioStart;
+}

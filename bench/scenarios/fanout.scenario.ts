@@ -1,6 +1,6 @@
 import type { ConnectResult, Sender, StepResult } from '../lib/protocol.js';
 import { S1, s1Groups, s2Groups, usersOf } from './fixtures.js';
-import { sweep, sweepResult, type Log, type Options, type Target, type TargetResult } from './common.js';
+import { firstRate, sweep, sweepResult, type Log, type Options, type Target, type TargetResult } from './common.js';
 
 /** Connect every member of `groups` on the target; throws when any socket fails. */
 export async function connectMembers(t: Target, groups: Record<string, string[]>, log: Log): Promise<void> {
@@ -56,7 +56,7 @@ export async function runFanout(id: 'S1' | 'S2', t: Target, o: Options, log: Log
   const startPair = (t.name === 'service' ? START : PEER_START)[id]!;
   const sw = await sweep({
     target: t,
-    start: o.quick ? startPair[1] : startPair[0],
+    start: firstRate(o, o.quick ? startPair[1] : startPair[0]),
     maxSteps: o.maxSteps,
     p99LimitMs: 50,
     wantAcks: true,

@@ -2,7 +2,7 @@ import type { StepResult } from '../lib/protocol.js';
 import type { BenchDb } from '../lib/bench-db.js';
 import { seedHistory } from '../lib/seed.js';
 import { S4, s2Groups, s4Groups } from './fixtures.js';
-import { sweep, sweepResult, type Log, type Options, type Target, type TargetResult } from './common.js';
+import { firstRate, sweep, sweepResult, type Log, type Options, type Target, type TargetResult } from './common.js';
 
 /**
  * S3: POST /api/message/send from 100 users (each in its own group), open loop,
@@ -29,7 +29,7 @@ export async function runS3(t: Target, o: Options, log: Log): Promise<TargetResu
   await call(200, 1000); // warm-up
   const sw = await sweep({
     target: t,
-    start: 1024, // 2,000 ÷ 1.25^3
+    start: firstRate(o, 1024), // 2,000 ÷ 1.25^3
     maxSteps: o.maxSteps,
     p99LimitMs: 20,
     wantAcks: false,
@@ -84,7 +84,7 @@ export async function runS4(t: Target, o: Options, log: Log): Promise<TargetResu
   await call(800, 3000);
   const sw = await sweep({
     target: t,
-    start: 1638, // 5,000 ÷ 1.25^5
+    start: firstRate(o, 1638), // 5,000 ÷ 1.25^5
     maxSteps: o.maxSteps,
     p99LimitMs: 20,
     wantAcks: false,

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { Sender, StepResult } from '../lib/protocol.js';
 import { AI_USER, s2Groups } from './fixtures.js';
 import { closeSockets, connectMembers } from './fanout.scenario.js';
-import { sweep, sweepResult, stepRecord, snapshot, waitServerIdle, type Log, type Options, type StepRecord, type Target, type TargetResult } from './common.js';
+import { firstRate, sweep, sweepResult, stepRecord, snapshot, waitServerIdle, type Log, type Options, type StepRecord, type Target, type TargetResult } from './common.js';
 import { cpuBetween } from '../lib/proc.js';
 
 function s2Senders(groups: Record<string, string[]>): Sender[] {
@@ -26,7 +26,7 @@ export async function runS6(via: 'amqp' | 'nats', url: string, t: Target, o: Opt
     await call(200, 1000); // warm-up
     const sw = await sweep({
       target: t,
-      start: 2097, // 10,000 ÷ 1.25^7
+      start: firstRate(o, 2097), // 10,000 ÷ 1.25^7
       maxSteps: o.maxSteps,
       p99LimitMs: 50,
       wantAcks: false,
