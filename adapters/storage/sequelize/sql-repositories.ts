@@ -63,20 +63,6 @@ export function toGroup(r: Row): Group {
 export function toMember(r: Row): Member {
   return { group_id: String(r.group_id), user_id: String(r.user_id), user_role: String(r.user_role) as UserRole, joined_at: iso(r.joined_at) };
 }
-/**
- * One message row as the JSON text of API.md §3's message, built by PostgreSQL:
- * the same keys, order and values as `JSON.stringify(toMessage(row))` (strings
- * escaped by to_json, created_at as toISOString() writes it: UTC, milliseconds).
- */
-const PG_MESSAGE_JSON = `'{"message_id":' || to_json(message_id)::text
-  || ',"group_id":' || to_json(group_id)::text
-  || ',"seq":' || seq
-  || ',"from_user_id":' || to_json(from_user_id)::text
-  || ',"msg_type":' || to_json(msg_type)::text
-  || ',"msg_content":' || to_json(msg_content)::text
-  || ',"client_msg_id":' || coalesce(to_json(client_msg_id)::text, 'null')
-  || ',"created_at":"' || to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"}'`;
-
 /** The WHERE clause of a history page (MessageRepository.list's rules) and its binds. */
 function pageWhere(groupId: string, query: MessageQuery): { where: string; bind: unknown[]; ascending: boolean } {
   const bind: unknown[] = [groupId];
@@ -551,21 +537,7 @@ export function sqlRepositories(
       },
       list: listPage,
       async listSerialized(groupId: string, query: MessageQuery): Promise<SerializedMessagePage> {
-        if (db.dialect !== 'postgres') return serializeMessagePage(await listPage(groupId, query));
-        const { where, bind, ascending } = pageWhere(groupId, query);
-        bind.push(query.limit + 1, query.limit);
-        const [take, keep] = [bind.length - 1, bind.length];
-        const order = ascending ? 'ASC' : 'DESC';
-        const rows = await q(
-          `SELECT '[' || coalesce(string_agg(${PG_MESSAGE_JSON}, ',' ORDER BY seq) FILTER (WHERE n <= $${keep}), '') || ']' AS messages_json,
-                  count(*) > $${keep} AS has_more
-           FROM (SELECT *, row_number() OVER (ORDER BY seq ${order}) AS n
-                 FROM (SELECT ${MSG_COLS} FROM messages WHERE ${where} ORDER BY seq ${order} LIMIT $${take}) page) numbered`,
-          bind,
-          true,
-        );
-        const row = rows[0];
-        return { messages_json: String(row?.messages_json ?? '[]'), has_more: row?.has_more === true };
+        return serializeMessagePage(await listPage(groupId, query));
       },
       async listRecent(since, limit) {
         const rows = await q(
