@@ -125,8 +125,11 @@ export class PgExecutor implements SqlExecutor {
       types: TYPES,
       // Session settings sent with the connection's start-up packet (no extra round trip, nothing
       // queued on a fresh client): timestamps in UTC (see timestamptzToIso); background work
-      // committed without waiting for its WAL flush (see QueryOptions.background).
-      options: role === 'background' ? `${SESSION_UTC} -c synchronous_commit=off` : SESSION_UTC,
+      // committed without waiting for its WAL flush (see QueryOptions.background), and planned at
+      // every execution: a generic plan of a prepared statement, made while ai_interaction_records
+      // was young, went on scanning the whole table at every claim and update as it grew (S7 in
+      // the benchmark: millions of rows read per second); planning these small statements costs less.
+      options: role === 'background' ? `${SESSION_UTC} -c synchronous_commit=off -c plan_cache_mode=force_custom_plan` : SESSION_UTC,
     });
     // An idle connection that breaks (server restart, terminated backend) is
     // dropped by the pool; without a listener the error would end the process.

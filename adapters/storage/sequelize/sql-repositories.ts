@@ -12,7 +12,7 @@ import type {
 } from '../../../kernel/ports/storage.port.js';
 import { serializeMessagePage } from '../../../kernel/ports/storage.port.js';
 import { toStorageError } from './sql-errors.js';
-import type { Row, SqlExecutor, TxHandle } from './sql-executor.js';
+import type { Dialect, Row, SqlExecutor, TxHandle } from './sql-executor.js';
 
 /*
  * Raw SQL shared by both dialects (PostgreSQL and SQLite >= 3.35: ON CONFLICT
@@ -63,6 +63,23 @@ export function toGroup(r: Row): Group {
 export function toMember(r: Row): Member {
   return { group_id: String(r.group_id), user_id: String(r.user_id), user_role: String(r.user_role) as UserRole, joined_at: iso(r.joined_at) };
 }
+/**
+ * AiRecordRepository.claimDue's statement (binds: owner, lease_until, now,
+ * limit): due pending records, oldest first, leased to `owner`. PostgreSQL
+ * reads them through the partial index ai_records_pending_idx (migration
+ * 0002) and skips rows another instance is claiming.
+ */
+export function claimDueSql(dialect: Dialect): string {
+  return `UPDATE ai_interaction_records SET lease_owner = $1, lease_until = $2, updated_at = $3
+   WHERE record_id IN (
+     SELECT record_id FROM ai_interaction_records
+     WHERE status = 0
+       AND (next_attempt_at IS NULL OR next_attempt_at <= $3)
+       AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)
+     ORDER BY created_at, record_id LIMIT $4${dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''})
+   RETURNING ${RECORD_COLS}`;
+}
+
 /** The WHERE clause of a history page (MessageRepository.list's rules) and its binds. */
 function pageWhere(groupId: string, query: MessageQuery): { where: string; bind: unknown[]; ascending: boolean } {
   const bind: unknown[] = [groupId];
@@ -582,18 +599,7 @@ export function sqlRepositories(
         return rows[0] ? toRecord(rows[0]) : null;
       },
       async claimDue(req) {
-        const lock = db.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
-        const rows = await q(
-          `UPDATE ai_interaction_records SET lease_owner = $1, lease_until = $2, updated_at = $3
-           WHERE record_id IN (
-             SELECT record_id FROM ai_interaction_records
-             WHERE status = 0
-               AND (next_attempt_at IS NULL OR next_attempt_at <= $3)
-               AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)
-             ORDER BY created_at, record_id LIMIT $4${lock})
-           RETURNING ${RECORD_COLS}`,
-          [req.owner, req.lease_until, req.now, req.limit],
-        );
+        const rows = await q(claimDueSql(db.dialect), [req.owner, req.lease_until, req.now, req.limit]);
         return rows
           .map(toRecord)
           .sort((a, b) => a.created_at.localeCompare(b.created_at) || a.record_id.localeCompare(b.record_id));

@@ -9,6 +9,7 @@ import t, { type Test } from 'tap';
 import { parseStorageOptions, type SequelizeStorageOptions } from '../../../adapters/storage/sequelize/sequelize.schema.js';
 import { SequelizeStorage } from '../../../adapters/storage/sequelize/sequelize.storage.js';
 import { PgExecutor, sslOption, timestamptzToIso } from '../../../adapters/storage/sequelize/pg-executor.js';
+import { claimDueSql } from '../../../adapters/storage/sequelize/sql-repositories.js';
 import { ConflictError, UnavailableError } from '../../../kernel/errors.js';
 import { silentLogger } from '../../../kernel/logger.js';
 import { as, bootKernel, seedGroup } from '../../helpers/boot.js';
@@ -163,7 +164,7 @@ t.test('migrations: versioned, applied once, by start-up and by npm run migrate'
   const dir = tempDir(t);
   const url = `sqlite:${join(dir, 'm.sqlite')}`;
   const first = new SequelizeStorage(parseStorageOptions({ url }), silentLogger);
-  t.same(await first.open(), ['0001-initial-schema'], 'start-up applies pending migrations');
+  t.same(await first.open(), ['0001-initial-schema', '0002-ai-records-pending-index'], 'start-up applies pending migrations');
   await first.stop();
   await first.stop();
   t.pass('stop is idempotent');
@@ -171,7 +172,7 @@ t.test('migrations: versioned, applied once, by start-up and by npm run migrate'
   t.same(await second.open(), [], 'nothing left to apply');
   const sqlite = second.sequelize!;
   const rows = await sqlite.query<{ name: string }>('SELECT name FROM schema_migrations', { type: 'SELECT' as never });
-  t.same(rows.map((r) => r.name), ['0001-initial-schema'], 'recorded in schema_migrations');
+  t.same(rows.map((r) => r.name), ['0001-initial-schema', '0002-ai-records-pending-index'], 'recorded in schema_migrations');
   const pragma = await sqlite.query<{ journal_mode: string }>('PRAGMA journal_mode', { type: 'SELECT' as never });
   t.equal(pragma[0]?.journal_mode, 'wal', 'SQLite files use WAL');
   const busy = await sqlite.query<{ timeout: number }>('PRAGMA busy_timeout', { type: 'SELECT' as never });
@@ -188,7 +189,7 @@ t.test('migrations: versioned, applied once, by start-up and by npm run migrate'
     cli('nonsense'),
   ]);
   t.equal(r1.code, 0, `migrate exits 0 (${r1.stderr.trim()})`);
-  t.match(r1.stdout, /applied 0001-initial-schema/, 'prints what ran');
+  t.match(r1.stdout, /applied 0001-initial-schema\napplied 0002-ai-records-pending-index\n/, 'prints what ran');
   t.equal(r2.code, 0);
   t.match(r2.stdout, /up to date/, 'second run: nothing to do');
   t.equal(r3.code, 1, 'unreachable database: exit 1');
@@ -295,11 +296,40 @@ t.test('postgresql', { skip: pgProbe ? false : 'PostgreSQL unreachable' }, async
       'ai_records_user_message_uq',
       'ai_records_status_due_idx',
       'ai_records_group_created_idx',
+      'ai_records_pending_idx',
     ]) {
       t.ok(idx.includes(name), `index ${name}`);
     }
     const cols = (await c.query<{ column_name: string }>("SELECT column_name FROM information_schema.columns WHERE table_name = 'ai_interaction_records'")).rows.map((r) => r.column_name);
     for (const col of ['attempts', 'next_attempt_at', 'lease_owner', 'lease_until']) t.ok(cols.includes(col), `column ${col}`);
+  });
+
+  t.test('claimDue reads the pending records only, whatever the statistics say (partial index)', async (t) => {
+    const url = (await createTestDatabase(t))!;
+    const s = await openStorage(t, url);
+    await seed(s);
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    t.teardown(() => c.end());
+    const insert = (from: number, to: number, status: number) =>
+      c.query(
+        `INSERT INTO ai_interaction_records (record_id, group_id, user_message_id, ai_service_url, status, attempts, created_at, updated_at)
+         SELECT 'r' || g, 'g1', 'm' || g, 'http://ai', $3, 0, now() - (($2::int - g) || ' ms')::interval, now() FROM generate_series($1::int, $2::int) g`,
+        [from, to, status],
+      );
+    // statistics taken while the table was young and all pending, then many finished records
+    await insert(1, 50, 0);
+    await c.query('ANALYZE ai_interaction_records');
+    await c.query('UPDATE ai_interaction_records SET status = 1');
+    await insert(51, 20_000, 1);
+    await insert(20_001, 20_010, 0);
+    const now = new Date().toISOString();
+    const plan = await c.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${claimDueSql('postgres')}`, ['x', now, now, 32]);
+    const text = JSON.stringify(plan.rows[0]!['QUERY PLAN']);
+    t.match(text, /"Index Name":"ai_records_pending_idx"/, 'the claim reads ai_records_pending_idx');
+    t.notMatch(text, /"Node Type":"Seq Scan"/, 'no sequential scan of the records');
+    const claimed = await s.aiRecords.claimDue({ owner: 'o', now, lease_until: new Date(Date.now() + 60_000).toISOString(), limit: 32 });
+    t.same(claimed.map((r) => r.record_id), Array.from({ length: 10 }, (_, i) => `r${20_001 + i}`), 'the pending ones, oldest first');
   });
 
   t.test('100 concurrent appends into one group (two instances): seq gap-free, in commit order; group commit batches', async (t) => {
@@ -430,7 +460,7 @@ t.test('postgresql', { skip: pgProbe ? false : 'PostgreSQL unreachable' }, async
     }
   });
 
-  t.test('sessions: UTC everywhere; background commits do not wait for the WAL flush', async (t) => {
+  t.test('sessions: UTC everywhere; background commits do not wait for the WAL flush and plan with their values', async (t) => {
     const url = (await createTestDatabase(t))!;
     const pool = { url, max: 1, min: 0, acquireMs: 5000, idleMs: 1000 };
     const x = new PgExecutor({ primary: pool, background: pool, replicas: [], prepare: false, logSql: false }, silentLogger);
@@ -439,6 +469,8 @@ t.test('postgresql', { skip: pgProbe ? false : 'PostgreSQL unreachable' }, async
     t.same(await x.query('SHOW synchronous_commit', []), [{ synchronous_commit: 'on' }], 'appends and every user request: durable at commit');
     t.same(await x.query('SHOW TimeZone', [], { background: true }), [{ TimeZone: 'UTC' }]);
     t.same(await x.query('SHOW synchronous_commit', [], { background: true }), [{ synchronous_commit: 'off' }], 'background work: asynchronous commit');
+    t.same(await x.query('SHOW plan_cache_mode', []), [{ plan_cache_mode: 'auto' }], 'appends: prepared statements may use a generic plan');
+    t.same(await x.query('SHOW plan_cache_mode', [], { background: true }), [{ plan_cache_mode: 'force_custom_plan' }], 'background work: planned for its values and the tables as they are now');
   });
 
   t.test('outage: UnavailableError, nothing half-written, recovery without restart', async (t) => {

@@ -1,5 +1,6 @@
 import type { QueryInterface } from 'sequelize';
 import { initialSchema } from '../migrations/0001-initial-schema.migration.js';
+import { aiRecordsPendingIndex } from '../migrations/0002-ai-records-pending-index.migration.js';
 
 /** One versioned schema change. Names sort in the order they must run; never edit one that has shipped. */
 export interface Migration {
@@ -9,4 +10,4 @@ export interface Migration {
 }
 
 /** Every migration, in order (a static list: no file globbing, works from build/). */
-export const MIGRATIONS: readonly Migration[] = [initialSchema];
+export const MIGRATIONS: readonly Migration[] = [initialSchema, aiRecordsPendingIndex];
