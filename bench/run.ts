@@ -257,8 +257,9 @@ async function runService(o: Options, reports: Map<string, ScenarioReport>, want
         await ensureUsers(t, 11_100);
         await ensureS2();
         const s2 = reports.get('S2')!.results.service;
-        const rate = s2?.knee?.rate ?? 1311;
-        if (!s2?.knee) rep.notes.push(`S2 had no passing step in this run: S7 ran at ${rate}/s`);
+        const rate = o.startRate ?? s2?.knee?.rate ?? 1311;
+        if (o.startRate) rep.notes.push(`S7 ran at --start-rate ${o.startRate}/s`);
+        else if (!s2?.knee) rep.notes.push(`S2 had no passing step in this run: S7 ran at ${rate}/s`);
         await guard(rep, 'service', () => runS7(t, restartAi, o, log, rate, fake, s2));
         if (o.quick) rep.notes.push('quick run: S7 uses the first 200 of the 1,000 S2 groups (2,000 sockets) at the same rate');
         rep.notes.push('ai-router settings for the bench: concurrency 1000 (200 ms answers × the send rate need that many calls in flight), recovery scan off');
