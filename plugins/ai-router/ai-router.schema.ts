@@ -127,7 +127,7 @@ export const aiRouterOptionsSchema = Joi.object<AiRouterOptions>({
     maxSendP99Ms: Joi.number().integer().min(0).max(60_000).default(20),
     intervalMs: Joi.number().integer().min(50).max(60_000).default(500),
   }).default(),
-  membersCacheMs: Joi.number().integer().min(0).max(600_000).default(5000),
+  membersCacheMs: Joi.number().integer().min(0).max(600_000).default(30_000),
   membersCacheSize: Joi.number().integer().min(1).max(10_000_000).default(10_000),
   replyTruncationMarker: Joi.string().max(200).pattern(/\S/).message('{{#label}} must not be blank').default('…'),
 });
