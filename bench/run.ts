@@ -45,6 +45,9 @@ const AMQP_URL = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:567
 const NATS_URL = process.env.BENCH_NATS_URL ?? 'nats://127.0.0.1:4222';
 const RESULTS_DIR = join(BUILD_DIR, '..', 'bench', 'results');
 
+/** A bad command-line option: reported in one line, without a stack. */
+class UsageError extends Error {}
+
 function parseArgs(argv: string[]): Options {
   const has = (f: string): boolean => argv.includes(f);
   const val = (f: string): string | undefined => {
@@ -52,6 +55,13 @@ function parseArgs(argv: string[]): Options {
     if (i >= 0) return argv[i + 1];
     const eq = argv.find((a) => a.startsWith(`${f}=`));
     return eq?.slice(f.length + 1);
+  };
+  /** A positive number, or null when the option is absent; anything else stops the run with its name. */
+  const positive = (f: string, v: string | undefined): number | null => {
+    if (v === undefined) return null;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${f} must be a positive number (got '${v}')`);
+    return n;
   };
   const quick = has('--quick');
   const only = val('--only');
@@ -62,7 +72,7 @@ function parseArgs(argv: string[]): Options {
     stepMs: Number(val('--step-ms') ?? (quick ? 1200 : 5000)),
     drainMs: quick ? 1200 : 2500,
     maxSteps: Number(val('--max-steps') ?? (quick ? 3 : 10)),
-    startRate: val('--start-rate') ? Number(val('--start-rate')) : null,
+    startRate: positive('--start-rate', val('--start-rate')),
     s4Rows: Number(val('--s4-rows') ?? (quick ? 100_000 : 1_000_000)),
     s5Connections: Number(val('--s5-connections') ?? (quick ? 2000 : 15_000)),
     only: only ? new Set(only.split(',').map((s) => s.trim().toUpperCase())) : null,
@@ -494,7 +504,7 @@ main().then(
     process.exit(0);
   },
   (err: unknown) => {
-    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
+    process.stderr.write(`bench failed: ${err instanceof UsageError ? err.message : ((err as Error).stack ?? String(err))}\n`);
     killAllChildren();
     process.exit(1);
   },
