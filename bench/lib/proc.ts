@@ -34,6 +34,20 @@ export function processTicks(pid: number): number | null {
   }
 }
 
+/**
+ * Nanoseconds the process has spent runnable but waiting for a CPU (second
+ * field of /proc/<pid>/schedstat: the run queue's delay), or null when it is
+ * gone or the kernel does not report it.
+ */
+export function processRunQueueWaitNs(pid: number): number | null {
+  try {
+    const v = Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]);
+    return Number.isFinite(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Resident set size of a process in bytes (VmRSS), or null. */
 export function processRss(pid: number): number | null {
   try {
@@ -72,22 +86,22 @@ export interface CpuSnapshot {
   total: number;
   steal: number;
   roles: Record<string, number>;
-  /** ticks per pid, so processes that exit between snapshots are not counted as negative */
-  perPid: Map<number, { role: string; ticks: number }>;
+  /** ticks (and run-queue wait, ns) per pid, so processes that exit between snapshots are not counted as negative */
+  perPid: Map<number, { role: string; ticks: number; waitNs: number | null }>;
 }
 
 export type RoleResolver = () => Record<string, number[]>;
 
 export function cpuSnapshot(resolve: RoleResolver): CpuSnapshot {
   const m = machineTicks();
-  const perPid = new Map<number, { role: string; ticks: number }>();
+  const perPid = new Map<number, { role: string; ticks: number; waitNs: number | null }>();
   const roles: Record<string, number> = {};
   for (const [role, pids] of Object.entries(resolve())) {
     roles[role] = 0;
     for (const pid of pids) {
       const t = processTicks(pid);
       if (t === null) continue;
-      perPid.set(pid, { role, ticks: t });
+      perPid.set(pid, { role, ticks: t, waitNs: processRunQueueWaitNs(pid) });
       roles[role] += t;
     }
   }
@@ -111,15 +125,26 @@ export interface CpuUsage {
    * worse without any process here using more CPU.
    */
   stealShare: number;
+  /**
+   * Milliseconds per second of wall time that each role's processes spent
+   * runnable but waiting for a CPU (/proc/<pid>/schedstat), summed over the
+   * role's processes. Latency the CPU figures do not show: a frame that
+   * waits 5 ms for the load generator, the service and a PostgreSQL backend
+   * in turn is 15 ms late with no process busy.
+   */
+  runQueueWaitMsPerS: Record<string, number>;
 }
 
 /** CPU used between two snapshots; a pid present in both counts its delta, a new pid counts fully. */
 export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): CpuUsage {
   const perRole: Record<string, number> = {};
+  const waitNs: Record<string, number> = {};
   for (const [pid, v] of b.perPid) {
     const before = a.perPid.get(pid);
     const d = before ? v.ticks - before.ticks : v.ticks;
     perRole[v.role] = (perRole[v.role] ?? 0) + Math.max(0, d);
+    // a process that started between the snapshots counts from its start
+    if (v.waitNs !== null) waitNs[v.role] = (waitNs[v.role] ?? 0) + Math.max(0, v.waitNs - (before?.waitNs ?? 0));
   }
   const busy = b.busy - a.busy;
   const attributed = Object.values(perRole).reduce((s, x) => s + x, 0);
@@ -134,6 +159,7 @@ export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): CpuUsage {
     noiseSeconds: round(noise, 3),
     noiseShare: round(noise / Math.max(0.001, wallSeconds * cpus().length), 3),
     stealShare: round((b.steal - a.steal) / CLK_TCK / Math.max(0.001, wallSeconds * cpus().length), 3),
+    runQueueWaitMsPerS: Object.fromEntries(Object.keys(b.roles).map((r) => [r, round((waitNs[r] ?? 0) / 1e6 / Math.max(0.001, wallSeconds), 1)])),
   };
 }
 

@@ -50,7 +50,8 @@ function kneeLine(k: StepRecord | null | undefined): string {
   return (
     `p50 ${fmt(k.latency.p50_ms, 1)} / p99 ${fmt(k.latency.p99_ms, 1)} ms${ack}, server ${fmt(k.server_cores, 2)} cores, ` +
     `${fmt(k.deliveries_per_server_cpu_s)} per server CPU-s, load generator ${fmt(k.loadgen_cores, 2)} cores, ` +
-    `PostgreSQL ${fmt((k.cpu.cpuSeconds.postgres ?? 0) / Math.max(0.001, k.cpu.wallSeconds), 2)} cores, noise ${fmt(k.cpu.noiseShare * 100)} % (steal ${fmt((k.cpu.stealShare ?? 0) * 100)} %)`
+    `PostgreSQL ${fmt((k.cpu.cpuSeconds.postgres ?? 0) / Math.max(0.001, k.cpu.wallSeconds), 2)} cores, noise ${fmt(k.cpu.noiseShare * 100)} % (steal ${fmt((k.cpu.stealShare ?? 0) * 100)} %)` +
+    (k.cpu.runQueueWaitMsPerS ? `, waiting for a CPU (ms per s): ${Object.entries(k.cpu.runQueueWaitMsPerS).filter(([, v]) => v > 0).map(([r, v]) => `${r} ${fmt(v, 1)}`).join(', ')}` : '')
   );
 }
 

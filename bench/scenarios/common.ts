@@ -165,7 +165,8 @@ export async function sweep(opts: {
     steps.push(rec);
     opts.log(
       `  ${opts.label} rate ${rec.rate}/s: ${rec.deliveries_per_s} deliveries/s, p99 ${rec.latency.p99_ms} ms, ` +
-        `delivered ${rec.delivery_pct} %, server ${rec.server_cores} cores, loadgen ${rec.loadgen_cores}, noise ${Math.round(rec.cpu.noiseShare * 100)} % (steal ${Math.round(rec.cpu.stealShare * 100)} %) ` +
+        `delivered ${rec.delivery_pct} %, server ${rec.server_cores} cores, loadgen ${rec.loadgen_cores}, noise ${Math.round(rec.cpu.noiseShare * 100)} % (steal ${Math.round(rec.cpu.stealShare * 100)} %), ` +
+        `waiting for a CPU: server ${rec.cpu.runQueueWaitMsPerS.server ?? 0} ms/s, loadgen ${rec.cpu.runQueueWaitMsPerS.loadgen ?? 0} ms/s ` +
         (rec.pass ? 'PASS' : `FAIL (${rec.why_not})`),
     );
     if (rec.pass) {
