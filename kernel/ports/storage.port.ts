@@ -62,7 +62,7 @@ export interface SerializedMessagePage {
   has_more: boolean;
 }
 
-/** `listSerialized` for adapters that build the page as objects (memory, SQLite). */
+/** `listSerialized` from a page built as objects (every adapter today: see docs/storage.md, "Hot paths"). */
 export function serializeMessagePage(page: MessagePage): SerializedMessagePage {
   return { messages_json: JSON.stringify(page.messages), has_more: page.has_more };
 }
@@ -89,9 +89,9 @@ export interface MessageRepository {
    */
   list(groupId: string, query: MessageQuery): Promise<MessagePage>;
   /**
-   * The page `list` returns, serialised (the history endpoint's hot path: a
-   * database that can build JSON does, so the service never parses the rows).
-   * `JSON.parse(messages_json)` deep-equals `list(...).messages`.
+   * The page `list` returns, serialised once (the history endpoint's hot
+   * path: the HTTP route and the WebSocket `sync` frame send the text as it
+   * is). Byte for byte `JSON.stringify(list(...).messages)`.
    */
   listSerialized(groupId: string, query: MessageQuery): Promise<SerializedMessagePage>;
   /**
