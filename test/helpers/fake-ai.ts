@@ -189,3 +189,19 @@ export async function finalRecord(c: Cradle, messageId: string, status: 1 | 2 = 
     return r && r.status === status ? r : undefined;
   }, `record of ${messageId} with status ${status}`);
 }
+
+/**
+ * `ai-router` settings for tests: fast retries and polls, a breaker that does
+ * not open by accident, and load shedding on the event-loop delay off (the
+ * real delay of a busy test machine must not change a test; the load-shedding
+ * tests set their own). Every setting can be overridden per test.
+ */
+export const FAST_ROUTER = {
+  attemptTimeoutMs: 2000,
+  maxAttempts: 3,
+  backoff: { baseMs: 20, maxMs: 100, factor: 2, jitter: 0.5 },
+  pollIntervalMs: 50,
+  leaseMs: 10_000,
+  breaker: { failureThreshold: 1000, resetMs: 100 },
+  loadShedding: { maxEventLoopDelayMs: 0 },
+};

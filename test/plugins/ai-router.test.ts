@@ -20,7 +20,7 @@ import { fitReply } from '../../plugins/ai-router/reply-fit.js';
 import { WindowedP99 } from '../../lib/windowed-p99.js';
 import { validateOptions } from '../../lib/validate.js';
 import { admin, as, bootKernel, seedGroup, type Booted } from '../helpers/boot.js';
-import { finalRecord, recordOf, startFakeAi, waitFor, type FakeAi, type FakeAiAnswer } from '../helpers/fake-ai.js';
+import { FAST_ROUTER, finalRecord, recordOf, startFakeAi, waitFor, type FakeAi, type FakeAiAnswer } from '../helpers/fake-ai.js';
 import { api, bootHttp, tokenFor } from '../helpers/http.js';
 import { recordingLogger, type LogLine } from '../helpers/logger.js';
 import { createTestDatabase } from '../helpers/services.js';
@@ -29,19 +29,6 @@ type Frame = { type: string; status?: string; group_id?: string; user_message_id
 
 // Same limit as the tap runner's config (package.json): this file runs ~25 s on a busy 2-core machine.
 t.setTimeout(120_000);
-
-/** Fast retries for tests; every setting can be overridden per test. */
-const FAST = {
-  attemptTimeoutMs: 2000,
-  maxAttempts: 3,
-  backoff: { baseMs: 20, maxMs: 100, factor: 2, jitter: 0.5 },
-  pollIntervalMs: 50,
-  leaseMs: 10_000,
-  breaker: { failureThreshold: 1000, resetMs: 100 },
-  // Off: the real event-loop delay of a busy test machine must not change these tests. The
-  // load-shedding tests turn it on with a delay they set by hand (loadSheddingUnit).
-  loadShedding: { maxEventLoopDelayMs: 0 },
-};
 
 const CORE = ['auth', 'users', 'groups', 'chat'];
 
@@ -76,7 +63,7 @@ async function boot(t: Test, fake: FakeAi | null, o: AiBoot = {}): Promise<Boote
   if (o.provider !== undefined || plugins.includes('ai-router')) adapters['ai-provider'] = o.provider ?? 'webhook';
   const config = {
     ai: { url: fake ? fake.url : '', ...(o.ai ?? {}) },
-    'ai-router': { ...FAST, ...(o.router ?? {}) },
+    'ai-router': { ...FAST_ROUTER, ...(o.router ?? {}) },
     ...(o.config ?? {}),
   };
   const opts = { plugins, adapters, config, logger: o.logger, extraUnits: [...(o.storageUnit ? [o.storageUnit] : []), ...(o.units ?? [])] };
@@ -98,6 +85,16 @@ async function send(c: Cradle, from: string, group: string, text: string, extra:
   return (await c.chatService.send(as(from), { group_id: group, msg_content: text, ...extra }, { transport: 'test' })).message;
 }
 
+
+/**
+ * A crash after the reply was stored but before the record was updated: the
+ * record goes back to pending, is worked again, and its final state is returned.
+ */
+async function workAgainAfterCrash(c: Cradle, rec: AiInteractionRecord): Promise<AiInteractionRecord> {
+  await c.storage.aiRecords.update(rec.record_id, { status: 0, ai_message_id: null, updated_at: new Date().toISOString() });
+  c.aiRouter.kick();
+  return finalRecord(c, rec.user_message_id);
+}
 
 async function aiReplies(c: Cradle, group: string): Promise<Message[]> {
   const page = await c.chatService.list(admin, { group_id: group, limit: 200 });
@@ -331,10 +328,7 @@ t.test('a lost post is retried without a second reply (client_msg_id ai:<record_
   await seedGroup(c, 'g1', ['p1', 'ai1']);
   const m = await send(c, 'p1', 'g1', 'hello');
   const rec = await finalRecord(c, m.message_id);
-  // Simulate a crash after the reply was stored but before the record was updated: back to pending.
-  await c.storage.aiRecords.update(rec.record_id, { status: 0, ai_message_id: null, updated_at: new Date().toISOString() });
-  c.aiRouter.kick();
-  const again = await finalRecord(c, m.message_id);
+  const again = await workAgainAfterCrash(c, rec);
   t.equal(again.attempts, 2, 'worked again');
   t.equal(again.ai_message_id, rec.ai_message_id, 'the original reply is found, not a new one');
   t.equal((await aiReplies(c, 'g1')).length, 1, 'still exactly one reply');
@@ -432,9 +426,7 @@ t.test('a reply over chat.maxContentLength is posted cut to fit, the record succ
   t.notOk(JSON.stringify(logs).includes('aaaa') || JSON.stringify(logs).includes('rest of a long answer'), 'no message content in the logs');
 
   // A retried post of the same record (crash between the reply and the record update): no second reply, not counted again.
-  await c.storage.aiRecords.update(rec.record_id, { status: 0, ai_message_id: null, updated_at: new Date().toISOString() });
-  c.aiRouter.kick();
-  const again = await finalRecord(c, m.message_id);
+  const again = await workAgainAfterCrash(c, rec);
   t.equal(again.attempts, 2, 'worked again');
   t.equal(again.ai_message_id, reply.message_id, 'the original reply is found');
   t.equal((await aiReplies(c, 'g1')).length, 2, 'still one reply per record');
@@ -576,7 +568,7 @@ t.test('crash-recovery scan creates the missing record; restart resumes pending 
       const booted = await bootKernel(t, {
         plugins,
         adapters: { storage: 'sequelize', 'ai-provider': 'webhook' },
-        config: { ai: { url: fake ? fake.url : '' }, 'ai-router': { ...FAST, ...(opts.router ?? {}) }, ...storageConfig },
+        config: { ai: { url: fake ? fake.url : '' }, 'ai-router': { ...FAST_ROUTER, ...(opts.router ?? {}) }, ...storageConfig },
       });
       return { ...booted, frames: [] };
     }
@@ -682,7 +674,7 @@ t.test('two instances on one PostgreSQL database: each record is worked once', {
     bootKernel(t, {
       plugins: [...CORE, 'ai-router'],
       adapters: { storage: 'sequelize', 'ai-provider': 'webhook' },
-      config: { instanceId, storage: { url, migrate: true }, ai: { url: fake.url }, 'ai-router': { ...FAST, concurrency: 3 } },
+      config: { instanceId, storage: { url, migrate: true }, ai: { url: fake.url }, 'ai-router': { ...FAST_ROUTER, concurrency: 3 } },
     });
   const tk = Date.now();
   const a = await bootPg('pg-a');
