@@ -1,9 +1,11 @@
 import { aliasTo, asFunction } from 'awilix';
+import { Counter, Gauge } from 'prom-client';
 import { definePlugin } from '../../../kernel/plugin.js';
 import { hasNatsSecurity, natsSharedEndpoint, pickNatsSecurity, resolveNatsEndpoint, validateNatsSection, withoutEmptyNatsSecurity } from '../../../lib/nats-connection.js';
 // The contribution point's name only (a public contract file): /readyz reports the NATS connection.
 import { READINESS_CHECKS, type ReadinessCheck } from '../../../lib/readiness.js';
-import { NatsClusterBus, type ClusterBusStatus } from './nats-cluster.bus.js';
+import { metricRegistries } from '../../../lib/metrics.js';
+import { NatsClusterBus, type ClusterBusMetrics, type ClusterBusStatus } from './nats-cluster.bus.js';
 import { natsClusterOptionsSchema, type NatsClusterOptions } from './nats-cluster.schema.js';
 
 declare module '../../../kernel/container.js' {
@@ -31,6 +33,7 @@ export const natsClusterAdapter = definePlugin<NatsClusterOptions>({
   name: 'cluster',
   kind: 'adapter',
   impl: 'nats',
+  after: ['metrics'],
   options: (raw, config) => {
     const own = withoutEmptyNatsSecurity(section(raw));
     const shared = section(config.nats).url;
@@ -45,8 +48,24 @@ export const natsClusterAdapter = definePlugin<NatsClusterOptions>({
     return { ...settings, endpoint };
   },
   register({ container, options, logger, contributions }) {
+    const registers = metricRegistries(container);
+    const metrics: ClusterBusMetrics | null =
+      registers.length === 0
+        ? null
+        : {
+            outboxDropped: new Counter({
+              name: 'im_cluster_outbox_dropped_total',
+              help: 'Local events never relayed to other instances: dropped from the cluster bus outbox while disconnected from NATS (oldest first, past cluster.outboxMaxEvents), or left in it when the instance stopped',
+              registers,
+            }),
+            outboxQueued: new Gauge({
+              name: 'im_cluster_outbox_queued',
+              help: 'Local events waiting in the cluster bus outbox for the reconnect to NATS',
+              registers,
+            }),
+          };
     container.register({
-      natsClusterBus: asFunction(({ bus, instanceId }) => new NatsClusterBus({ bus, instanceId, logger }, options)).singleton(),
+      natsClusterBus: asFunction(({ bus, instanceId }) => new NatsClusterBus({ bus, instanceId, logger, metrics }, options)).singleton(),
       clusterBus: aliasTo('natsClusterBus'),
     });
     contributions.add<ReadinessCheck>(READINESS_CHECKS, {

@@ -1,4 +1,5 @@
 import { connect, type Msg, type NatsConnection } from '@nats-io/transport-node';
+import type { Counter, Gauge } from 'prom-client';
 import type { BusEventName, BusEvents, EventMeta, MessageBus, Unsubscribe } from '../../../kernel/bus.js';
 import { KernelError } from '../../../kernel/errors.js';
 import type { Logger } from '../../../kernel/logger.js';
@@ -13,6 +14,14 @@ export interface ClusterBusStatus {
   readonly connected: boolean;
 }
 
+/** Outbox metrics (absent when the metrics plugin is off). */
+export interface ClusterBusMetrics {
+  /** Local events never relayed: dropped from a full outbox (oldest first, past outboxMaxEvents), or left in it at stop. */
+  outboxDropped: Counter;
+  /** Local events waiting in the outbox for the reconnect. */
+  outboxQueued: Gauge;
+}
+
 /**
  * Relays kernel bus events between instances over NATS core pub/sub: every
  * event published locally goes to `<prefix>.<event name>` tagged with this
@@ -21,7 +30,8 @@ export interface ClusterBusStatus {
  * persist: events published by other instances while this connection is down
  * are lost for this instance's sockets, so clients close gaps with `sync`
  * (seq makes every gap visible). This instance's own events of that time are
- * kept in a bounded outbox and sent once reconnected.
+ * kept in a bounded outbox and sent once reconnected (with the metrics plugin:
+ * `im_cluster_outbox_queued` and `im_cluster_outbox_dropped_total`).
  */
 export class NatsClusterBus implements ClusterBusStatus {
   readonly impl = 'nats';
@@ -35,7 +45,7 @@ export class NatsClusterBus implements ClusterBusStatus {
   private outboxDropped = 0;
 
   constructor(
-    private readonly deps: { bus: MessageBus; instanceId: string; logger: Logger },
+    private readonly deps: { bus: MessageBus; instanceId: string; logger: Logger; metrics?: ClusterBusMetrics | null },
     private readonly opts: NatsClusterOptions,
   ) {}
 
@@ -80,6 +90,13 @@ export class NatsClusterBus implements ClusterBusStatus {
   private async doStop(): Promise<void> {
     this.unsubscribeBus?.();
     this.unsubscribeBus = null;
+    // Stopping during an outage: what waits in the outbox will never be relayed (say so, and count it).
+    const left = this.outbox.splice(0).length;
+    if (left > 0) {
+      this.deps.metrics?.outboxDropped.inc(left);
+      this.deps.metrics?.outboxQueued.set(0);
+      this.deps.logger.warn({ dropped: left, dropped_before: this.outboxDropped }, 'cluster bus: stopped while disconnected, events of the outbox dropped');
+    }
     const nc = this.nc;
     if (!nc || nc.isClosed()) return;
     let timer: NodeJS.Timeout | undefined;
@@ -170,9 +187,11 @@ export class NatsClusterBus implements ClusterBusStatus {
       this.outbox.push(item);
       if (this.outbox.length > this.opts.outboxMaxEvents) {
         this.outbox.shift();
+        this.deps.metrics?.outboxDropped.inc();
         // said once per outage (the count comes with the reconnect line), so an outage that lasts is visible before it ends
         if (this.outboxDropped++ === 0) this.deps.logger.warn({ max: this.opts.outboxMaxEvents }, 'cluster bus: outbox full while disconnected, dropping the oldest events');
       }
+      this.deps.metrics?.outboxQueued.set(this.outbox.length);
       return;
     }
     this.publish(item);
@@ -188,6 +207,7 @@ export class NatsClusterBus implements ClusterBusStatus {
 
   private flushOutbox(): void {
     const items = this.outbox.splice(0);
+    this.deps.metrics?.outboxQueued.set(0);
     if (this.outboxDropped > 0) this.deps.logger.warn({ dropped: this.outboxDropped }, 'cluster bus: events dropped while disconnected (outbox full)');
     this.outboxDropped = 0;
     for (const item of items) this.publish(item);

@@ -31,6 +31,12 @@ async function open(t: Test, c: Cradle, baseUrl: string, userId: string): Promis
   return connectWs(t, baseUrl, userId, await tokenFor(c, userId));
 }
 
+/** A sample without labels from this kernel's registry (undefined when absent). */
+async function metric(c: Cradle, name: string): Promise<number | undefined> {
+  const line = (await c.metricsRegistry.metrics()).split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.slice(name.length + 1));
+}
+
 const send = (c: Cradle, from: string, group: string, text: string): Promise<Message> =>
   c.chatService.send(as(from), { group_id: group, msg_content: text }, { transport: 'test' }).then((r) => r.message);
 
@@ -228,7 +234,9 @@ async function restartPair(t: Test, outboxMaxEvents = 10_000) {
   const prefix = `im.test.${randomBytes(4).toString('hex')}`;
   const fast = { subjectPrefix: prefix, reconnectMinMs: 20, reconnectMaxMs: 100, connectTimeoutMs: 1000 };
   const linesA: LogLine[] = [];
+  // A with the metrics plugin, B without (its outbox works without metrics)
   const A = await bootKernel(t, {
+    plugins: ['auth', 'users', 'groups', 'chat', 'metrics'],
     adapters: { storage: 'memory', cluster: 'nats' },
     logger: recordingLogger(linesA),
     config: { instanceId: 'rs-a', cluster: { ...fast, url: `nats://127.0.0.1:${proxy.port}`, outboxMaxEvents } },
@@ -268,8 +276,11 @@ t.test('NATS server restart (SIGKILL): the bus reconnects and relays again both 
   probe(B, 3); // B's, too
   await waitFor(() => onA.includes(-2) && onB.includes(-3), 'local delivery goes on while NATS is down');
   t.same(onA, [-1, -2], 'A: its own events only, nothing relayed');
+  t.equal(await metric(A.c, 'im_cluster_outbox_queued'), 1, 'metrics: one event queued in the outbox');
+  t.equal(await metric(A.c, 'im_cluster_outbox_dropped_total'), 0, 'metrics: nothing dropped');
   await restart();
   await waitFor(() => onB.includes(2), "A's event of the outage reaches B after the reconnect");
+  t.equal(await metric(A.c, 'im_cluster_outbox_queued'), 0, 'metrics: the outbox is empty after the reconnect');
   let n = 100;
   await waitFor(
     () => {
@@ -296,6 +307,8 @@ t.test('cluster outbox overflow: past outboxMaxEvents the oldest events of the o
   const full = linesA.filter((l) => /outbox full/.test(l.msg ?? ''));
   t.equal(full.length, 1, 'one line when the outbox first overflows (not one per event)');
   t.match(full[0], { level: 'warn', max: 3 });
+  t.equal(await metric(A.c, 'im_cluster_outbox_queued'), 3, 'metrics: the outbox holds outboxMaxEvents');
+  t.equal(await metric(A.c, 'im_cluster_outbox_dropped_total'), 2, 'metrics: every dropped event is counted');
   await restart();
   await waitFor(() => onB.length >= 3, 'the outbox is sent after the reconnect');
   await new Promise((r) => setTimeout(r, 200));
@@ -303,4 +316,23 @@ t.test('cluster outbox overflow: past outboxMaxEvents the oldest events of the o
   const dropped = linesA.find((l) => /events dropped while disconnected \(outbox full\)/.test(l.msg ?? ''));
   t.match(dropped, { level: 'warn', dropped: 2 }, 'the reconnect logs how many were dropped');
   t.match(linesA.find((l) => /reconnected to NATS/.test(l.msg ?? '')), { queued: 3, dropped: 2 });
+  t.equal(await metric(A.c, 'im_cluster_outbox_queued'), 0, 'metrics: the outbox is empty after the reconnect');
+  t.equal(await metric(A.c, 'im_cluster_outbox_dropped_total'), 2, 'metrics: the drop count stays (a counter; the log count restarts per outage)');
+});
+
+t.test('stop during an outage: the events still in the outbox are logged and counted as dropped', async (t) => {
+  if (!requireTools(t, ['nats-server'])) return;
+  const { A, probe, outage, linesA } = await restartPair(t);
+  await outage();
+  probe(A, 1);
+  probe(A, 2);
+  await waitFor(async () => (await metric(A.c, 'im_cluster_outbox_queued')) === 2, 'two events wait in the outbox');
+  await A.kernel.stop();
+  t.match(
+    linesA.find((l) => /stopped while disconnected, events of the outbox dropped/.test(l.msg ?? '')),
+    { level: 'warn', dropped: 2 },
+    'the stop says how many events were never relayed',
+  );
+  t.equal(await metric(A.c, 'im_cluster_outbox_dropped_total'), 2, 'and counts them as dropped');
+  t.equal(await metric(A.c, 'im_cluster_outbox_queued'), 0, 'the outbox is empty');
 });
