@@ -11,7 +11,7 @@ import type { BusEvents, MessageBus } from '../kernel/bus.js';
 import type { Container } from '../kernel/container.js';
 import type { Message } from '../kernel/domain.js';
 import { AppError, type ErrorCode, type ErrorDetail, InvalidJsonError, PayloadTooLargeError, RateLimitedError, toAppError } from '../kernel/errors.js';
-import type { Logger } from '../kernel/logger.js';
+import type { LogContext, Logger } from '../kernel/logger.js';
 import type { ChatService } from '../kernel/ports/services.port.js';
 import { idSchema } from './ids.schema.js';
 import { metricRegistries } from './metrics.js';
@@ -312,6 +312,8 @@ export interface EgressEvent {
   id: string;
   /** JSON: `{event, data, transport?, instance_id}`. */
   body: Buffer;
+  /** The ids of the work that published it (an HTTP request's req_id, a socket's conn, the user): lines about this event carry them (`withContext`). Never published. */
+  logContext?: LogContext;
 }
 
 export function egressEvent<K extends EgressEventName>(event: K, payload: BusEvents[K], instanceId: string): EgressEvent {
@@ -330,7 +332,9 @@ export function subscribeEgress(bus: MessageBus, instanceId: string, publish: (e
   const offs = EGRESS_EVENTS.map((name) =>
     bus.subscribe(name, (payload, meta) => {
       if (meta.origin !== 'local') return;
-      publish(egressEvent(name, payload as BusEvents[typeof name], instanceId));
+      const e = egressEvent(name, payload as BusEvents[typeof name], instanceId);
+      if (meta.logContext !== undefined) e.logContext = meta.logContext;
+      publish(e);
     }),
   );
   return () => {

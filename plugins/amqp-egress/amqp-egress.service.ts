@@ -1,5 +1,5 @@
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
-import type { Logger } from '../../kernel/logger.js';
+import { withContext, type Logger } from '../../kernel/logger.js';
 import { AmqpConnection } from '../../lib/amqp-connection.js';
 import type { EgressEvent } from '../../lib/broker-payload.js';
 import type { AmqpEgressOptions } from './amqp-egress.schema.js';
@@ -80,7 +80,7 @@ export class AmqpEgress {
     if (this.stopped) return;
     if (this.pending >= this.opts.maxBuffer) {
       this.stats.dropped += 1;
-      this.logger.error({ event: event.event, group_id: event.group_id, id: event.id, buffered: this.pending }, 'amqp egress buffer full: event dropped');
+      withContext(this.logger, event.logContext).error({ event: event.event, group_id: event.group_id, id: event.id, buffered: this.pending }, 'amqp egress buffer full: event dropped');
       return;
     }
     this.queue.push({ routingKey: routingKeyOf(event), event, attempts: 0 });
@@ -127,12 +127,12 @@ export class AmqpEgress {
   private failed(item: Item, err: unknown): void {
     const msg = err instanceof Error ? err.message : String(err);
     if (item.attempts < this.opts.maxAttempts && !this.stopped) {
-      this.logger.warn({ err: msg, event: item.event.event, id: item.event.id, attempt: item.attempts }, 'amqp egress publish not confirmed; will retry');
+      withContext(this.logger, item.event.logContext).warn({ err: msg, event: item.event.event, id: item.event.id, attempt: item.attempts }, 'amqp egress publish not confirmed; will retry');
       this.queue.unshift(item);
       return;
     }
     this.stats.failed += 1;
-    this.logger.error({ err: msg, event: item.event.event, group_id: item.event.group_id, id: item.event.id }, 'amqp egress publish failed: event dropped');
+    withContext(this.logger, item.event.logContext).error({ err: msg, event: item.event.event, group_id: item.event.group_id, id: item.event.id }, 'amqp egress publish failed: event dropped');
   }
 
   private notifyIdle(): void {

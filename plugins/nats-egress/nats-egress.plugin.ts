@@ -1,6 +1,7 @@
 import { asValue } from 'awilix';
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { UnavailableError } from '../../kernel/errors.js';
+import { withContext } from '../../kernel/logger.js';
 import { definePlugin } from '../../kernel/plugin.js';
 import { type EgressEvent, subscribeEgress } from '../../lib/broker-payload.js';
 import { NatsConnectionManager } from '../../lib/nats-connection.js';
@@ -65,7 +66,7 @@ export const natsEgressPlugin = definePlugin<NatsEgressOptions>({
         stats.published += 1;
       } catch (err) {
         stats.dropped += 1;
-        logger.error({ err: (err as Error).message, event: e.event, group_id: e.group_id, id: e.id }, 'nats egress publish failed: event dropped');
+        withContext(logger, e.logContext).error({ err: (err as Error).message, event: e.event, group_id: e.group_id, id: e.id }, 'nats egress publish failed: event dropped');
       }
     };
     const conn = new NatsConnectionManager(
@@ -85,7 +86,7 @@ export const natsEgressPlugin = definePlugin<NatsEgressOptions>({
       if (conn.connected && nc && queue.length === 0) return publish(nc, e);
       if (queue.length >= options.maxBuffer) {
         stats.dropped += 1;
-        logger.error({ event: e.event, group_id: e.group_id, id: e.id, buffered: queue.length }, 'nats egress buffer full: event dropped');
+        withContext(logger, e.logContext).error({ event: e.event, group_id: e.group_id, id: e.id, buffered: queue.length }, 'nats egress buffer full: event dropped');
         return;
       }
       queue.push(e);

@@ -65,7 +65,7 @@ if (await requireService(t, 'amqp')) {
   const boot = async (
     t: Test,
     n: Names,
-    opts: { proxy?: TcpProxy; plugins?: string[]; ingress?: Record<string, unknown>; logs?: LogLine[]; http?: boolean } = {},
+    opts: { proxy?: TcpProxy; plugins?: string[]; ingress?: Record<string, unknown>; egress?: Record<string, unknown>; logs?: LogLine[]; http?: boolean } = {},
   ) => {
     const url = opts.proxy ? `amqp://guest:guest@127.0.0.1:${opts.proxy.port}` : SERVICES.amqp.url;
     const bootOpts: BootOptions = {
@@ -82,7 +82,7 @@ if (await requireService(t, 'amqp')) {
           reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
           ...opts.ingress,
         },
-        'amqp-egress': { exchange: n.exchange, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } },
+        'amqp-egress': { exchange: n.exchange, reconnect: { initialDelayMs: 50, maxDelayMs: 500 }, ...opts.egress },
       },
     };
     return bootWithOptionalHttp(t, bootOpts, opts.http === true);
@@ -317,8 +317,11 @@ if (await requireService(t, 'amqp')) {
       }
     };
     await waitFor(async () => (await consumers()) === 1, 'queue re-declared with a consumer');
+    t.equal(await consumers(), 1, 'the queue is declared again, with one consumer');
     publish(n.queue, payload({ client_msg_id: 'after-cancel' }));
     await waitFor(() => c.amqpIngress.stats.stored === 1, 'stored');
+    const ids = (await c.storage.messages.list('g1', { limit: 10 })).messages.map((m) => m.client_msg_id);
+    t.same(ids, ['after-cancel'], 'a message published after the cancel is consumed and stored');
   });
 
   t.test('stop() while the broker is unreachable returns promptly (no reconnect afterwards)', async (t) => {
@@ -424,6 +427,32 @@ if (await requireService(t, 'amqp')) {
     proxy.refuse(false);
     await waitFor(() => got.length === 1, 'published after reconnect');
     t.equal(JSON.parse(got[0].content.toString()).data.msg_content, 'while away');
+  });
+
+  t.test("egress: an event past maxBuffer is dropped; the drop line carries the request's ids", async (t) => {
+    const n = names(t);
+    const proxy = await startTcpProxy(t, SERVICES.amqp.port);
+    const logs: LogLine[] = [];
+    const { c, baseUrl } = await boot(t, n, { proxy, plugins: ['amqp-egress'], egress: { maxBuffer: 1 }, logs, http: true });
+    await waitFor(() => c.amqpEgress.connected, 'egress connected');
+    await seedGroup(c, 'g1', ['pat1']);
+    await waitFor(() => c.amqpEgress.pending === 0, "the seeding's event confirmed");
+    proxy.refuse(true);
+    proxy.dropAll();
+    await waitFor(() => !c.amqpEgress.connected, 'egress disconnected');
+    await c.chatService.send(as('pat1'), { group_id: 'g1', msg_content: 'while away' }, { transport: 'http' });
+    t.equal(c.amqpEgress.pending, 1, 'the buffer is full');
+    const sent = await api(baseUrl, await tokenFor(c, 'pat1')).post('/api/message/send', { group_id: 'g1', msg_content: 'over the buffer' }, { 'x-request-id': 'req-amqp-over' });
+    t.equal(sent.status, 201, 'stored: storing never waits for the broker');
+    t.equal(c.amqpEgress.stats.dropped, 1, 'dropped and counted');
+    const full = logs.filter((l) => l.msg === 'amqp egress buffer full: event dropped');
+    t.equal(full.length, 1, 'one drop line');
+    t.match(
+      full[0],
+      { level: 'error', plugin: 'amqp-egress', req_id: 'req-amqp-over', user_id: 'pat1', event: 'message.stored', group_id: 'g1', id: sent.body.message_id, buffered: 1 },
+      "the drop line carries the dropped event's request id and user",
+    );
+    t.notOk(JSON.stringify(full[0]).includes('over the buffer'), 'no message content on the line');
   });
 
   t.test('a message ingested from the broker is pushed over WebSocket to the group', async (t) => {

@@ -573,7 +573,12 @@ t.test('NATS security: NKey seed and .creds (decentralised JWT auth)', async (t)
 /** Short connection timings, so an outage and the reconnect after it take well under a second. */
 const FAST = { startWaitMs: 3000, connectTimeoutMs: 1000, reconnect: { initialDelayMs: 20, maxDelayMs: 100 } };
 
-async function bootOn(t: Test, url: string, plugins: string[], config: { ingress?: Record<string, unknown>; egress?: Record<string, unknown> } = {}) {
+async function bootOn(
+  t: Test,
+  url: string,
+  plugins: string[],
+  config: { ingress?: Record<string, unknown>; egress?: Record<string, unknown>; logs?: LogLine[] } = {},
+) {
   const id = randomBytes(4).toString('hex');
   const subject = `rs.${id}.inbound`;
   const prefix = `rs.${id}.events`;
@@ -581,6 +586,7 @@ async function bootOn(t: Test, url: string, plugins: string[], config: { ingress
     t,
     {
       plugins: ['auth', 'users', 'groups', 'chat', ...plugins],
+      ...(config.logs ? { logger: recordingLogger(config.logs) } : {}),
       config: {
         nats: { url },
         'nats-ingress': { subject, dlqSubject: `${subject}.dlq`, queueGroup: `q-${id}`, retryDelayMs: 100, ...FAST, ...config.ingress },
@@ -700,7 +706,8 @@ t.test('NATS server restart (SIGKILL): egress holds events of the outage (bounde
   // server has its JetStream stream back: events the egress republishes at the reconnect must find
   // the capturing stream (under load the service reconnected first, and what it sent was not kept).
   const proxy = await startTcpProxy(t, server.port);
-  const { c, http, prefix, id } = await bootOn(t, `nats://127.0.0.1:${proxy.port}`, ['nats-egress'], { egress: { maxBuffer: 3 } });
+  const lines: LogLine[] = [];
+  const { c, http, prefix, id, baseUrl } = await bootOn(t, `nats://127.0.0.1:${proxy.port}`, ['nats-egress'], { egress: { maxBuffer: 3 }, logs: lines });
   await waitFor(() => c.natsEgress.stats.published === 1, "the seeding's member.added published (before the stream exists)");
   // a stream captures the egress subjects: what reaches the server is kept, whoever is subscribed
   const stream = `EV_${id}`;
@@ -735,9 +742,20 @@ t.test('NATS server restart (SIGKILL): egress holds events of the outage (bounde
   await c.userService.create(admin, { user_id: 'doc7', username: 'doc7', user_role: 'DOCTOR' });
   await c.groupService.addMember(admin, 'g1', { user_id: 'doc7' });
   t.equal(c.natsEgress.pending, 3, 'three events held');
-  const over = (await c.chatService.send(as('pat1'), { group_id: 'g1', msg_content: 'over the buffer' }, { transport: 'http' })).message;
+  // the event past the buffer is sent over HTTP: its drop line carries the request's ids
+  const sentOver = await api(baseUrl, await tokenFor(c, 'pat1')).post('/api/message/send', { group_id: 'g1', msg_content: 'over the buffer' }, { 'x-request-id': 'req-over-1' });
+  t.equal(sentOver.status, 201);
+  const over = sentOver.body as { message_id: string };
   t.equal(c.natsEgress.pending, 3, 'the buffer is bounded');
   t.equal(c.natsEgress.stats.dropped, 1, 'the event past maxBuffer is dropped and counted');
+  const full = lines.filter((l) => l.msg === 'nats egress buffer full: event dropped');
+  t.equal(full.length, 1, 'one drop line');
+  t.match(
+    full[0],
+    { level: 'error', plugin: 'nats-egress', req_id: 'req-over-1', user_id: 'pat1', event: 'message.stored', group_id: 'g1', id: over.message_id, buffered: 3 },
+    "the drop line carries the dropped event's request id and user",
+  );
+  t.notOk(JSON.stringify(full[0]).includes('over the buffer'), 'no message content on the line');
   t.same(await stored(c), [null, null, null, null], 'storing never waited for NATS');
 
   proxy.refuse(true);
