@@ -207,6 +207,10 @@ t.test('end to end in headless Chromium: patient and doctor pages, live messages
 
   // patient: pastes a token
   const patient = await newPage();
+  const patientAiCalls: string[] = [];
+  patient.on('request', (req) => {
+    if (req.url().includes('/api/ai/')) patientAiCalls.push(req.url());
+  });
   await patient.goto(`${baseUrl}/console`);
   await patient.fill('#token-input', patToken);
   await patient.click('#token-form button[type=submit]');
@@ -292,8 +296,116 @@ t.test('end to end in headless Chromium: patient and doctor pages, live messages
     t.match(await page.textContent('#ai-status'), /did not answer/, 'AI failure shown');
   }
 
-  // admin view (an admin dev token): AI interaction records, create a user and a group, add a member
   await waitFor(async () => (await c.storage.aiRecords.list({ limit: 10 })).filter((r) => r.status !== 0).length === 4, 'four AI records final');
+  const records = await c.storage.aiRecords.list({ group_id: 'consult-1', limit: 10 });
+  // untrusted text in a record (here its error message) must come out as text
+  const evilError = '<img src=x onerror="window.__pwned = 3"><b>AI down</b>';
+  await c.storage.aiRecords.update(records[0]!.record_id, { error_message: evilError, updated_at: records[0]!.updated_at });
+
+  // the doctor's AI records panel of the group: a DOCTOR member sees it, a patient neither sees nor asks for it
+  t.equal(await patient.$eval('#group-records', (e) => (e as HTMLElement).hidden), true, 'no AI records panel for a patient');
+  await doctor.waitForSelector('#group-records:not([hidden])');
+  // the panel sits above the timeline and takes its height: the newest message must stay in view
+  const timeline = (page: Page) =>
+    page.evaluate(
+      () =>
+        new Promise<{ overflows: boolean; scrollTop: number; fromBottom: number; newestInView: boolean }>((resolve) =>
+          // after layout and the resize observers of the next frame
+          requestAnimationFrame(() =>
+            requestAnimationFrame(() => {
+              const tl = document.getElementById('timeline')!;
+              const box = tl.getBoundingClientRect();
+              const msgs = document.querySelectorAll('#messages .msg');
+              const newest = msgs[msgs.length - 1]!.getBoundingClientRect();
+              resolve({
+                overflows: tl.scrollHeight > tl.clientHeight,
+                scrollTop: tl.scrollTop,
+                fromBottom: tl.scrollHeight - tl.scrollTop - tl.clientHeight,
+                newestInView: newest.top >= box.top && newest.bottom <= box.bottom,
+              });
+            }),
+          ),
+        ),
+    );
+  const toggleDoctorRecords = async (open: boolean) => {
+    const loaded = open ? doctor.waitForResponse((res) => res.url().includes('/api/ai/interactions?')) : null;
+    await doctor.click('#group-records summary');
+    await doctor.waitForFunction((want) => (document.getElementById('group-records') as HTMLDetailsElement).open === want, open);
+    if (loaded) {
+      await loaded;
+      await doctor.waitForSelector('#group-records-form .result.ok');
+    }
+  };
+  const before = await timeline(doctor);
+  t.ok(before.overflows, 'the doctor\'s timeline is longer than its view');
+  t.ok(before.fromBottom < 2 && before.newestInView, 'scrolled to the newest message');
+  await toggleDoctorRecords(true);
+  let after = await timeline(doctor);
+  t.ok(after.newestInView, `the open panel leaves the newest message in view (${after.fromBottom} px from the bottom)`);
+  await toggleDoctorRecords(false);
+  t.ok((await timeline(doctor)).newestInView, 'closing the panel too');
+  // a reader of older messages keeps the place: the page does not jump to the bottom
+  await doctor.$eval('#timeline', (tl) => (tl.scrollTop = 0));
+  await toggleDoctorRecords(true);
+  after = await timeline(doctor);
+  t.equal(after.scrollTop, 0, 'opening the panel leaves a reader of older messages where they were');
+  await doctor.$eval('#timeline', (tl) => (tl.scrollTop = tl.scrollHeight));
+  const recordRows = (page: Page, table: string) =>
+    page.$$eval(`#${table} tbody tr`, (trs) => trs.map((tr) => ({ id: (tr as HTMLElement).dataset.recordId, cells: Array.from(tr.querySelectorAll('td'), (td) => td.textContent ?? '') })));
+  await doctor.waitForSelector('#group-records-form .result.ok');
+  const docRows = await recordRows(doctor, 'group-records-table');
+  t.same(docRows.map((r) => r.id), records.map((r) => r.record_id), 'the group\'s records, newest first');
+  t.same(docRows.map((r) => r.cells[1]), ['failed', 'succeeded', 'succeeded', 'succeeded'], 'status');
+  for (const [i, row] of docRows.entries()) {
+    const r = records[i]!;
+    t.equal(row.cells.length, 7, 'no group column in a group\'s panel');
+    t.match(row.cells[2], /^\d+(\.\d+)? (ms|s)$/, 'duration');
+    t.equal(row.cells[3], String(r.attempts), 'attempts');
+    t.equal(row.cells[4], r.user_message_id, 'the user message id');
+    t.equal(row.cells[5], r.ai_message_id ?? '—', 'the AI reply id');
+  }
+  t.equal(docRows[0]!.cells[5], '—', 'the failed record has no AI reply');
+  t.equal(docRows[0]!.cells[6], evilError, 'markup in a record is shown as text');
+  t.equal(await doctor.locator('#group-records img, #group-records b').count(), 0, 'no element made from record content');
+  t.equal(await doctor.evaluate(() => (window as unknown as { __pwned?: number }).__pwned), undefined, 'nothing ran');
+  t.equal(await doctor.textContent('#group-records-form .result'), '4 record(s), newest first.');
+
+  // the status filter and Refresh
+  const refreshDoctorRecords = async (outcome: 'ok' | 'error'): Promise<string> => {
+    await doctor.click('#group-records-form button[type=submit]');
+    await doctor.waitForSelector(`#group-records-form .result.${outcome}`);
+    return (await doctor.textContent('#group-records-form .result')) ?? '';
+  };
+  await doctor.selectOption('#group-records-form [name=status]', '2');
+  t.equal(await refreshDoctorRecords('ok'), '1 record(s), newest first.');
+  t.same((await recordRows(doctor, 'group-records-table')).map((r) => r.id), [records[0]!.record_id], 'only the failed record');
+  await doctor.selectOption('#group-records-form [name=status]', '');
+
+  // API errors in words, and no rows left over: the page is answered with what the real servers answer
+  // (a patient asking, an unknown group, a server without the AI layer)
+  const refused = await api(baseUrl, patToken).get('/api/ai/interactions?group_id=consult-1');
+  t.equal(refused.status, 403, 'the server refuses a patient');
+  const unknown = await api(baseUrl, await tokenFor(c, 'doc-1')).get('/api/ai/interactions?group_id=no-such-group');
+  t.equal(unknown.status, 404);
+  const noAi = await bootHttp(t, { plugins: ['auth', 'users', 'groups', 'chat', 'http'], adapters: { storage: 'memory' } });
+  const off = await api(noAi.baseUrl, await tokenFor(noAi.booted.c, 'doc-1')).get('/api/ai/interactions?group_id=consult-1');
+  t.equal(off.status, 404, 'no AI layer, no route');
+  for (const [answer, expected] of [
+    [refused, /^Not allowed: .*DOCTOR member/],
+    [unknown, /^Not found: .*no-such-group/],
+    [off, /^The AI layer is not enabled on this server/],
+  ] as const) {
+    await t.resolves(refreshDoctorRecords('ok'), 'rows back');
+    t.equal((await recordRows(doctor, 'group-records-table')).length, 4);
+    await doctor.route('**/api/ai/interactions?*', (route) => route.fulfill({ status: answer.status, contentType: 'application/json', body: JSON.stringify(answer.body) }));
+    t.match(await refreshDoctorRecords('error'), expected, `HTTP ${answer.status}: ${answer.body.error.message}`);
+    t.equal(await doctor.locator('#group-records-table tbody tr').count(), 0, 'an error empties the table');
+    await doctor.unroute('**/api/ai/interactions?*');
+  }
+  t.equal(await refreshDoctorRecords('ok'), '4 record(s), newest first.');
+  t.same(patientAiCalls, [], 'the patient\'s page never asked for AI records');
+
+  // admin view (an admin dev token): AI interaction records, create a user and a group, add a member
   const adminPage = await newPage();
   await adminPage.goto(`${baseUrl}/console`);
   await adminPage.waitForSelector('#dev-form:not([hidden])');
@@ -302,6 +414,8 @@ t.test('end to end in headless Chromium: patient and doctor pages, live messages
   await adminPage.click('#dev-form button[type=submit]');
   await adminPage.waitForSelector('#admin-view:not([hidden])');
   await adminPage.waitForFunction(() => document.querySelectorAll('#records-table tbody tr').length === 4);
+  await adminPage.waitForSelector('#ai-records .result.ok');
+  t.equal(await adminPage.textContent('#ai-records .result'), '4 record(s), newest first.', 'the records loaded on opening say so, as on Refresh');
   const rows = await adminPage.$$eval('#records-table tbody tr', (trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent ?? '')));
   t.same(rows.map((r) => r[2]), ['failed', 'succeeded', 'succeeded', 'succeeded'], 'record statuses, newest first');
   for (const row of rows) {
@@ -309,6 +423,49 @@ t.test('end to end in headless Chromium: patient and doctor pages, live messages
     t.match(row[3], /^\d+(\.\d+)? (ms|s)$/, 'record duration');
   }
   t.not(rows[0]![7], '', 'the failed record shows its error message');
+  t.equal(await adminPage.locator('#records-table img, #records-table b').count(), 0, 'record content shown as text here too');
+  // opening the Admin tab loads the records as Refresh does: an error is said in words and empties the table
+  const openAdminTab = async (outcome: 'ok' | 'error'): Promise<string> => {
+    await adminPage.click('.tab[data-view="chat"]');
+    await adminPage.click('#admin-tab');
+    await adminPage.waitForSelector(`#ai-records .result.${outcome}`);
+    return (await adminPage.textContent('#ai-records .result')) ?? '';
+  };
+  for (const [answer, expected] of [
+    [refused, /^Not allowed: /],
+    [unknown, /^Not found: .*no-such-group/],
+    [off, /^The AI layer is not enabled on this server/],
+    ['network', /^Network error: the service cannot be reached/],
+  ] as const) {
+    await adminPage.route('**/api/ai/interactions?*', (route) =>
+      answer === 'network' ? route.abort('connectionrefused') : route.fulfill({ status: answer.status, contentType: 'application/json', body: JSON.stringify(answer.body) }),
+    );
+    t.match(await openAdminTab('error'), expected, `on opening, ${answer === 'network' ? 'a network failure' : `HTTP ${answer.status}`} is said in words`);
+    t.equal(await adminPage.locator('#records-table tbody tr').count(), 0, 'and no earlier rows are left');
+    await adminPage.unroute('**/api/ai/interactions?*');
+    t.equal(await openAdminTab('ok'), '4 record(s), newest first.', 'rows back on the next opening');
+    t.equal(await adminPage.locator('#records-table tbody tr').count(), 4);
+  }
+  // two loads overlap (the tab opened again during a Refresh): the earlier, slower answer never overwrites the later one's rows
+  let releaseFirst!: () => void;
+  const firstHeld = new Promise<void>((r) => (releaseFirst = r));
+  let requests = 0;
+  await adminPage.route('**/api/ai/interactions?*', async (route) => {
+    if (requests++ === 0) await firstHeld;
+    await route.continue();
+  });
+  const firstAnswer = adminPage.waitForResponse((r) => r.url().includes('/api/ai/interactions') && !r.url().includes('status=2'));
+  await adminPage.evaluate(() => (document.getElementById('ai-records') as HTMLFormElement).requestSubmit());
+  await adminPage.locator('#ai-records [name="status"]').selectOption('2');
+  await adminPage.evaluate(() => (document.getElementById('ai-records') as HTMLFormElement).requestSubmit());
+  await adminPage.waitForFunction(() => document.querySelector('#ai-records .result.ok')?.textContent === '1 record(s), newest first.');
+  releaseFirst();
+  await firstAnswer;
+  await adminPage.waitForTimeout(300); // room for the page to handle the late answer
+  t.equal(await adminPage.locator('#records-table tbody tr').count(), 1, 'the table keeps the latest submission\'s rows (the failed record), not the late answer\'s four');
+  t.equal(await adminPage.textContent('#ai-records .result'), '1 record(s), newest first.');
+  await adminPage.unroute('**/api/ai/interactions?*');
+  await adminPage.locator('#ai-records [name="status"]').selectOption('');
   const submit = async (form: string, fields: Record<string, string>, outcome: 'ok' | 'error'): Promise<string> => {
     for (const [name, value] of Object.entries(fields)) {
       const field = adminPage.locator(`#${form} [name="${name}"]`);
@@ -326,6 +483,13 @@ t.test('end to end in headless Chromium: patient and doctor pages, live messages
   t.pass('the new group appears in the doctor\'s list by itself (member_joined)');
   t.equal(await submit('add-member', { group_id: 'consult-2', user_id: 'ai-1' }, 'ok'), 'Added ai-1 to consult-2 as AI assistant.');
   t.equal((await c.groupService.listMembers(admin, 'consult-2')).length, 3);
+  // the doctor opens the new group with the records panel open: it follows the group
+  await doctor.click('button.group[data-group-id="consult-2"]');
+  await doctor.waitForFunction(() => document.querySelector('#group-records-form .result.ok')?.textContent === 'No records.');
+  t.equal(await doctor.locator('#group-records-table tbody tr').count(), 0, 'consult-2 has no AI records');
+  await doctor.click('button.group[data-group-id="consult-1"]');
+  await doctor.waitForFunction(() => document.querySelectorAll('#group-records-table tbody tr').length === 4);
+  t.pass('back in consult-1: its records again');
   await adminPage.screenshot({ path: '/tmp/console-admin.png' });
 
   t.same(pageErrors, [], 'no page errors');

@@ -161,6 +161,7 @@ function signOut() {
   $('room-body').hidden = true;
   $('room-empty').hidden = false;
   $('records-table').querySelector('tbody').replaceChildren();
+  renderGroupRecords(null);
   showView('signin');
 }
 
@@ -182,7 +183,8 @@ function showView(view) {
   $('chat-view').hidden = view !== 'chat';
   $('admin-view').hidden = view !== 'admin';
   for (const tab of document.querySelectorAll('.tab')) tab.setAttribute('aria-selected', String(tab.dataset.view === view));
-  if (view === 'admin') loadRecords().catch(() => undefined);
+  // the records load as on Refresh: the form's line says what came back, or the error in words
+  if (view === 'admin') $('ai-records').requestSubmit();
 }
 
 $('token-form').addEventListener('submit', async (ev) => {
@@ -622,6 +624,7 @@ function renderRoom() {
   const g = currentGroup();
   $('room-empty').hidden = Boolean(g);
   $('room-body').hidden = !g;
+  renderGroupRecords(g);
   if (!g) return;
   $('room-title').textContent = g.group.group_name;
   $('room-sub').textContent = [g.group.group_id, g.group.description].filter(Boolean).join(' · ');
@@ -670,6 +673,22 @@ function scrollToBottom() {
   const tl = $('timeline');
   tl.scrollTop = tl.scrollHeight;
 }
+
+/**
+ * The timeline changes height when what is around it does: the doctor's
+ * records panel above it opening, filling with rows, closing; the AI bar; the
+ * window. A shorter timeline keeps its scrollTop, so the newest messages would
+ * drop out of view: if they were in view at the last height, keep them there.
+ * A reader of older messages stays where they are.
+ */
+let timelineHeight = 0;
+new ResizeObserver(() => {
+  const tl = $('timeline');
+  if (tl.clientHeight === 0) return; // hidden (no room open, another tab): nothing to keep
+  const wasAtBottom = tl.scrollHeight - tl.scrollTop - timelineHeight < 60;
+  timelineHeight = tl.clientHeight;
+  if (wasAtBottom) scrollToBottom();
+}).observe($('timeline'));
 
 function renderTimeline(g, { keepScroll = false } = {}) {
   if (g !== currentGroup()) return;
@@ -749,34 +768,46 @@ function formValues(form) {
   return out;
 }
 
-function adminForm(id, action) {
+/**
+ * A form whose submit runs `action` and shows its outcome (or the error, in
+ * words) in the form's `.result` line. Only the latest submission shows its
+ * outcome: one started by code while another runs makes the first one moot.
+ * `action` gets `superseded()`, true once a later submission has started, so
+ * that what it writes elsewhere (a table) can be dropped too.
+ */
+function resultForm(id, action) {
   const form = $(id);
   const result = form.querySelector('.result');
+  const button = form.querySelector('button[type=submit]');
+  let turn = 0;
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
+    const mine = ++turn;
     result.className = 'result';
     result.textContent = 'working…';
-    const button = form.querySelector('button[type=submit]');
     button.disabled = true;
+    let text;
+    let failed = false;
     try {
-      result.textContent = await action(formValues(form), form);
-      result.classList.add('ok');
+      text = await action(formValues(form), form, { superseded: () => mine !== turn });
     } catch (err) {
-      result.textContent = describeError(err);
-      result.classList.add('error');
-    } finally {
-      button.disabled = false;
+      text = describeError(err);
+      failed = true;
     }
+    if (mine !== turn) return;
+    result.textContent = text;
+    result.classList.add(failed ? 'error' : 'ok');
+    button.disabled = false;
   });
 }
 
-adminForm('create-user', async (v, form) => {
+resultForm('create-user', async (v, form) => {
   const u = await api.createUser({ user_id: v.user_id, username: v.username, user_role: v.user_role });
   form.reset();
   return `Created ${u.user_id} (${ROLE_LABEL[u.user_role] ?? u.user_role}).`;
 });
 
-adminForm('create-group', async (v, form) => {
+resultForm('create-group', async (v, form) => {
   const body = { group_name: v.group_name };
   if (v.group_id) body.group_id = v.group_id;
   if (v.description) body.description = v.description;
@@ -787,43 +818,110 @@ adminForm('create-group', async (v, form) => {
   return `Created group ${g.group_id} (${g.group_name}).`;
 });
 
-adminForm('add-member', async (v) => {
+resultForm('add-member', async (v) => {
   const body = { user_id: v.user_id };
   if (v.user_role) body.user_role = v.user_role;
   const m = await api.addMember(v.group_id, body);
   return `Added ${m.user_id} to ${m.group_id} as ${ROLE_LABEL[m.user_role] ?? m.user_role}.`;
 });
 
-adminForm('user-groups', async (v) => {
+resultForm('user-groups', async (v) => {
   const { groups } = await api.groupsOf(v.user_id);
   $('user-groups-list').replaceChildren(...groups.map((g) => h('li', {}, h('strong', { text: g.group_name }), h('span', { class: 'hint', text: ` ${g.group_id}` }))));
   return groups.length ? `${groups.length} group(s).` : 'No groups.';
 });
 
-async function loadRecords() {
-  const form = $('ai-records');
-  const v = formValues(form);
-  const { records } = await api.aiInteractions({ group_id: v.group_id, status: v.status, limit: v.limit });
-  const tbody = $('records-table').querySelector('tbody');
-  tbody.replaceChildren(
-    ...records.map((r) =>
-      h(
-        'tr',
-        { dataset: { recordId: r.record_id, status: String(r.status) } },
-        h('td', { text: formatTime(r.created_at) }),
-        h('td', { text: r.group_id }),
-        h('td', {}, h('span', { class: `badge status-${RECORD_STATUS[r.status] ?? 'unknown'}`, text: RECORD_STATUS[r.status] ?? String(r.status) })),
-        h('td', { class: 'num', text: formatDuration(r.duration_ms) }),
-        h('td', { class: 'num', text: String(r.attempts ?? '') }),
-        h('td', { class: 'mono', text: r.user_message_id ?? '' }),
-        h('td', { class: 'mono', text: r.ai_message_id ?? '—' }),
-        h('td', { class: 'error-cell', text: r.error_message ?? '' }),
-      ),
-    ),
+// ---------------------------------------------------------------- AI records (admin panel, a doctor's panel of a group)
+
+// the status filters of both panels offer the statuses RECORD_STATUS names, after "any"
+for (const select of document.querySelectorAll('select.record-status')) {
+  select.append(...Object.entries(RECORD_STATUS).map(([value, label]) => h('option', { value, text: label })));
+}
+
+/** One table row per AI interaction record; every value is set as text. */
+function recordRow(r, { withGroup }) {
+  return h(
+    'tr',
+    { dataset: { recordId: r.record_id, status: String(r.status) } },
+    h('td', { text: formatTime(r.created_at) }),
+    withGroup ? h('td', { text: r.group_id }) : null,
+    h('td', {}, h('span', { class: `badge status-${RECORD_STATUS[r.status] ?? 'unknown'}`, text: RECORD_STATUS[r.status] ?? String(r.status) })),
+    h('td', { class: 'num', text: formatDuration(r.duration_ms) }),
+    h('td', { class: 'num', text: String(r.attempts ?? '') }),
+    h('td', { class: 'mono', text: r.user_message_id ?? '' }),
+    h('td', { class: 'mono', text: r.ai_message_id ?? '—' }),
+    h('td', { class: 'error-cell', text: r.error_message ?? '' }),
   );
+}
+
+/** The API error in words; a server without the AI layer (ai-router plugin) does not serve the route at all. */
+function recordsError(err) {
+  if (err instanceof ApiError && err.code === 'NOT_FOUND' && /^no route for /.test(err.message)) {
+    return new Error('The AI layer is not enabled on this server (no GET /api/ai/interactions): there are no AI records to show.');
+  }
+  return err;
+}
+
+/**
+ * GET /api/ai/interactions into `table` (newest first, as the server sends
+ * them) and the line to show under its form. `stale()` says the panel has
+ * moved on (another group, signed out) by the time the answer comes: it is
+ * dropped, error included. An error empties the table, so no earlier rows
+ * pass for the answer.
+ */
+async function loadRecordsInto(table, params, { withGroup = true, stale = () => false } = {}) {
+  const tbody = table.querySelector('tbody');
+  let records;
+  try {
+    ({ records } = await api.aiInteractions(params));
+  } catch (err) {
+    if (stale()) return '';
+    tbody.replaceChildren();
+    throw recordsError(err);
+  }
+  if (stale()) return '';
+  tbody.replaceChildren(...records.map((r) => recordRow(r, { withGroup })));
   return records.length ? `${records.length} record(s), newest first.` : 'No records.';
 }
-adminForm('ai-records', () => loadRecords());
+
+resultForm('ai-records', (v, _form, { superseded }) =>
+  loadRecordsInto($('records-table'), { group_id: v.group_id, status: v.status, limit: v.limit }, { stale: superseded }),
+);
+
+/**
+ * The doctor's panel under the room's head: the open group's records, shown
+ * only when the signed-in user is a DOCTOR member of it (the role in the
+ * group, which is what the server checks). It loads when opened, on Refresh,
+ * and when another group is opened while it is open.
+ */
+function renderGroupRecords(g) {
+  const panel = $('group-records');
+  const doctor = Boolean(g && S.me && g.members.get(S.me.user_id)?.user_role === 'DOCTOR');
+  const groupId = doctor ? g.group.group_id : '';
+  panel.hidden = !doctor;
+  if ((panel.dataset.groupId ?? '') === groupId) return;
+  panel.dataset.groupId = groupId;
+  $('group-records-table').querySelector('tbody').replaceChildren();
+  const result = $('group-records-form').querySelector('.result');
+  result.className = 'result';
+  result.textContent = '';
+  if (doctor && panel.open) $('group-records-form').requestSubmit();
+}
+
+$('group-records').addEventListener('toggle', () => {
+  if ($('group-records').open) $('group-records-form').requestSubmit();
+});
+
+resultForm('group-records-form', (v, _form, { superseded }) => {
+  const panel = $('group-records');
+  const groupId = panel.dataset.groupId;
+  if (!groupId) return Promise.resolve('');
+  return loadRecordsInto(
+    $('group-records-table'),
+    { group_id: groupId, status: v.status, limit: v.limit },
+    { withGroup: false, stale: () => superseded() || panel.dataset.groupId !== groupId },
+  );
+});
 
 // ---------------------------------------------------------------- boot
 
