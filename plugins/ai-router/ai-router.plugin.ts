@@ -11,6 +11,9 @@ import { aiRoutes } from './ai-router.routes.js';
 import { aiRouterOptionsSchema, type AiRouterOptions } from './ai-router.schema.js';
 import { AiRouter } from './ai-router.service.js';
 
+/** The section's settings, and the chat's limit on msg_content read with them (once, at start-up). */
+type AiRouterPluginOptions = AiRouterOptions & { readonly chatMaxContentLength: number };
+
 /**
  * The AI layer (API.md §6): forwards patients' messages to the AI service of
  * the 'ai-provider' adapter and posts its replies through chatService. Idle
@@ -19,17 +22,18 @@ import { AiRouter } from './ai-router.service.js';
  * (`intake`) from the AI calls (`worker`) between processes. The core never
  * imports this plugin; it only reacts to bus events.
  */
-export const aiRouterPlugin = definePlugin<AiRouterOptions>({
+export const aiRouterPlugin = definePlugin<AiRouterPluginOptions>({
   name: 'ai-router',
   dependsOn: ['storage', 'chat'],
   after: ['ai-provider', 'metrics'],
   options: (raw, config) => {
     const options = validateOptions(aiRouterOptionsSchema, raw);
-    const max = chatMaxContentLength(config);
+    // The chat's section, validated as the chat plugin validates it.
+    const max = validateOptions(chatOptionsSchema, config.chat ?? {}).maxContentLength;
     if (options.replyTruncationMarker.length >= max) {
       throw new Error(`replyTruncationMarker: must be shorter than chat.maxContentLength (${max})`);
     }
-    return options;
+    return { ...options, chatMaxContentLength: max };
   },
   register({ container, contributions, options, logger }) {
     container.register({
@@ -91,7 +95,7 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
             ids: c.ids,
             instanceId: c.instanceId,
             logger,
-            maxContentLength: chatMaxContentLength(c.config),
+            maxContentLength: options.chatMaxContentLength,
             provider: container.hasRegistration('aiProvider') ? c.aiProvider : null,
             metrics,
             ...(container.hasRegistration('aiEventLoopDelay') ? { eventLoopDelay: c.aiEventLoopDelay } : {}),
@@ -110,8 +114,3 @@ export const aiRouterPlugin = definePlugin<AiRouterOptions>({
     if (container.hasRegistration('aiRouter')) await container.resolve('aiRouter').stop();
   },
 });
-
-/** The chat's limit on msg_content (its config section, validated as the chat plugin validates it). */
-function chatMaxContentLength(config: Readonly<Record<string, unknown>>): number {
-  return validateOptions(chatOptionsSchema, config.chat ?? {}).maxContentLength;
-}
