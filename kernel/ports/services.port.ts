@@ -1,6 +1,6 @@
 import type { Group, Member, Message, User } from '../domain.js';
 import type { LogContext } from '../logger.js';
-import type { MessagePage, SerializedMessagePage } from './storage.port.js';
+import type { MessagePage } from './storage.port.js';
 
 /**
  * The public services of the core feature plugins. Transports (http, ws,
@@ -69,10 +69,20 @@ export interface SendResult {
   created: boolean;
 }
 
+/**
+ * A history page serialised once: `messages_json` is the JSON text of the
+ * `messages` array (each message as in API.md §3), which the HTTP route and
+ * the WebSocket `sync` frame write into their bodies as it is.
+ */
+export interface SerializedMessagePage {
+  messages_json: string;
+  has_more: boolean;
+}
+
 export interface ChatService {
   send(actor: Principal, input: unknown, options: SendOptions): Promise<SendResult>;
   list(actor: Principal, query: unknown): Promise<MessagePage>;
-  /** `list`, serialised by the storage (the history endpoint writes it into the body as it is). */
+  /** `list`, serialised once (byte for byte `JSON.stringify(list(...).messages)`). */
   listSerialized(actor: Principal, query: unknown): Promise<SerializedMessagePage>;
   get(actor: Principal, messageId: string): Promise<Message>;
   /**

@@ -52,21 +52,6 @@ export interface MessagePage {
   has_more: boolean;
 }
 
-/**
- * A page of `MessageRepository.list`, serialised: `messages_json` is the JSON
- * text of the `messages` array (each message as in API.md §3), ready to be
- * written into a response body without parsing it.
- */
-export interface SerializedMessagePage {
-  messages_json: string;
-  has_more: boolean;
-}
-
-/** `listSerialized` from a page built as objects (every adapter today: see docs/storage.md, "Hot paths"). */
-export function serializeMessagePage(page: MessagePage): SerializedMessagePage {
-  return { messages_json: JSON.stringify(page.messages), has_more: page.has_more };
-}
-
 export interface MessageQuery {
   after_seq?: number;
   before_seq?: number;
@@ -88,12 +73,6 @@ export interface MessageRepository {
    * only messages below before_seq are returned.
    */
   list(groupId: string, query: MessageQuery): Promise<MessagePage>;
-  /**
-   * The page `list` returns, serialised once (the history endpoint's hot
-   * path: the HTTP route and the WebSocket `sync` frame send the text as it
-   * is). Byte for byte `JSON.stringify(list(...).messages)`.
-   */
-  listSerialized(groupId: string, query: MessageQuery): Promise<SerializedMessagePage>;
   /**
    * Messages of every group created at or after `since` (ISO), oldest first
    * (created_at, then message_id), at most `limit`: for crash recovery scans.

@@ -3,8 +3,8 @@ import { ForbiddenError, NotFoundError, RateLimitedError, ValidationError } from
 import type { Message } from '../../kernel/domain.js';
 import type { MessageBus } from '../../kernel/bus.js';
 import type { Clock, IdGenerator } from '../../kernel/clock.js';
-import type { MessagePage, SerializedMessagePage, Storage } from '../../kernel/ports/storage.port.js';
-import { AI_TRANSPORT, type ChatService, type Principal, type SendOptions, type SendResult } from '../../kernel/ports/services.port.js';
+import type { MessagePage, Storage } from '../../kernel/ports/storage.port.js';
+import { AI_TRANSPORT, type ChatService, type Principal, type SendOptions, type SendResult, type SerializedMessagePage } from '../../kernel/ports/services.port.js';
 import { validate } from '../../lib/validate.js';
 import { WindowedP99 } from '../../lib/windowed-p99.js';
 import { listMessagesSchema, sendMessageSchema, type ChatOptions, type ListQuery } from './chat.schema.js';
@@ -97,7 +97,8 @@ export class ChatServiceImpl implements ChatService {
 
   async listSerialized(actor: Principal, query: unknown): Promise<SerializedMessagePage> {
     const q = await this.pageQuery(actor, query);
-    return this.deps.storage.messages.listSerialized(q.group_id, q);
+    const page = await this.deps.storage.messages.list(q.group_id, q);
+    return { messages_json: JSON.stringify(page.messages), has_more: page.has_more };
   }
 
   /** The validated history query of a member (or admin) of its group. */

@@ -52,6 +52,14 @@ export async function seed(s: Storage): Promise<void> {
 
 const seqs = (ms: readonly Message[]): number[] => ms.map((m) => m.seq);
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+/** A new pending record for message `m`, created `sec` seconds after the epoch of `at`. */
+const aiRecord = (id: string, m: Message, sec: number): NewAiRecord => ({
+  record_id: id,
+  group_id: m.group_id,
+  user_message_id: m.message_id,
+  ai_service_url: 'http://ai.local/reply',
+  created_at: at(sec),
+});
 
 export async function storageContract(t: Test, name: string, makeStorage: MakeStorage): Promise<void> {
   await t.test(`storage contract: ${name}`, async (t) => {
@@ -214,7 +222,7 @@ export async function storageContract(t: Test, name: string, makeStorage: MakeSt
       t.same(await s.messages.list('nope', { after_seq: 0, limit: 5 }), { messages: [], has_more: false }, 'unknown group');
     });
 
-    t.test('messages.listSerialized: the page of list, as the JSON text JSON.stringify writes', async (t) => {
+    t.test('messages: any text comes back as stored (quotes, control characters, U+2028, emoji, markup)', async (t) => {
       const s = await makeStorage(t);
       await seed(s);
       const tricky = [
@@ -235,23 +243,11 @@ export async function storageContract(t: Test, name: string, makeStorage: MakeSt
           }),
         );
       }
-      const queries = [
-        { limit: 3 },
-        { limit: 50 },
-        { after_seq: 0, limit: 4 },
-        { after_seq: 4, limit: 4 },
-        { before_seq: 5, limit: 2 },
-        { after_seq: 1, before_seq: 5, limit: 2 },
-        { after_seq: 99, limit: 4 },
-      ];
-      for (const q of queries) {
-        const page = await s.messages.list('g1', q);
-        const ser = await s.messages.listSerialized('g1', q);
-        t.equal(ser.messages_json, JSON.stringify(page.messages), `same text as JSON.stringify: ${JSON.stringify(q)}`);
-        t.same(JSON.parse(ser.messages_json), page.messages, 'parses to the page');
-        t.equal(ser.has_more, page.has_more, 'has_more');
-      }
-      t.same(await s.messages.listSerialized('nope', { limit: 5 }), { messages_json: '[]', has_more: false }, 'unknown group');
+      const page = await s.messages.list('g1', { after_seq: 0, limit: 50 });
+      t.same(page.messages.map((m) => m.msg_content), tricky, 'contents, in seq order');
+      t.same(page.messages.map((m) => m.client_msg_id), tricky.map((_, i) => (i % 2 ? `c"${i}` : null)), 'client_msg_id');
+      t.equal(page.messages[3]!.msg_type, 'AI_REPLY');
+      t.same(page.messages.map((m) => m.created_at), tricky.map((_, i) => new Date(Date.UTC(2026, 0, 1, 12, 0, 0, i * 111)).toISOString()), 'created_at to the millisecond');
     });
 
     t.test('messages.listRecent: every group, oldest first, since, limit', async (t) => {
@@ -339,6 +335,52 @@ export async function storageContract(t: Test, name: string, makeStorage: MakeSt
       t.same(await bg.users.getMany(['u1']), await s.users.getMany(['u1']));
     });
 
+    t.test('aiRecords: concurrent creates and updates through the background view', async (t) => {
+      const s = await makeStorage(t);
+      await seed(s);
+      const bg = s.background;
+      const ms = await Promise.all(range(1, 12).map((i) => s.messages.append(msg(i % 2 ? 'g1' : 'g2', 'u2'))).map(async (p) => (await p).message));
+      const first = await bg.aiRecords.createIfAbsent(aiRecord('pre', ms[0]!, 900));
+      const created = await Promise.all([
+        ...ms.map((m, i) => bg.aiRecords.createIfAbsent(aiRecord(`b${i}`, m, 1000 + i))),
+        bg.aiRecords.createIfAbsent(aiRecord('b1-again', ms[1]!, 1100)),
+      ]);
+      const value = (i: number) => created[i]!;
+      t.same(value(0), { record: first.record, created: false }, 'a message that already has a record: the stored one, created=false');
+      for (let i = 2; i < ms.length; i++) {
+        t.equal(value(i).created, true, `record b${i} created`);
+        t.same(await s.aiRecords.get(`b${i}`), value(i).record, `record b${i} stored as returned`);
+      }
+      // b1 and b1-again race for one message: either may win, and both callers get the winner.
+      const [one, again] = [value(1), value(ms.length)];
+      t.equal(Number(one.created) + Number(again.created), 1, 'two records for one message in one go: one is created');
+      t.same(one.record, again.record, 'and the other caller gets it');
+      const winner = one.created ? 'b1' : 'b1-again';
+      t.same(await s.aiRecords.get(winner), one.record, 'the winner is stored as returned');
+      t.equal(await s.aiRecords.get(winner === 'b1' ? 'b1-again' : 'b1'), null, 'the loser is not stored');
+
+      // Patches to different records at once; patches to one record one after another (the lease
+      // serialises them in the ai-router). Two patches to one record in flight at once have no order.
+      const updated = await Promise.all([
+        bg.aiRecords.update(winner, { lease_owner: 'A', lease_until: at(2000), updated_at: at(1500) }),
+        bg.aiRecords.update('b2', { status: 1, attempts: 1, duration_ms: 12, response_content: 'r2', updated_at: at(1501) }),
+        bg.aiRecords.update('b3', { status: 1, attempts: 1, duration_ms: 13, response_content: 'r3', updated_at: at(1502) }),
+        bg.aiRecords.update('nope', { status: 1, updated_at: at(1504) }),
+        bg.aiRecords.update('b4', { next_attempt_at: at(3000), updated_at: at(1505) }),
+      ]);
+      t.same(updated[0], { ...value(1).record, lease_owner: 'A', lease_until: at(2000), updated_at: at(1500) }, 'each caller gets the record after its own patch');
+      t.same(updated[1], { ...value(2).record, status: 1, attempts: 1, duration_ms: 12, response_content: 'r2', updated_at: at(1501) });
+      t.same(await s.aiRecords.get('b3'), updated[2]);
+      t.equal(updated[3], null, 'an unknown record: null');
+      t.same(updated[4], { ...value(4).record, next_attempt_at: at(3000), updated_at: at(1505) });
+
+      const gaveUp = await bg.aiRecords.update(winner, { status: 2, attempts: 3, error_message: 'gave up', lease_owner: null, lease_until: null, updated_at: at(1503) });
+      t.match(gaveUp, { status: 2, attempts: 3, lease_owner: null, lease_until: null });
+      const last = await bg.aiRecords.update(winner, { attempts: 4, updated_at: at(1506) });
+      t.match(last, { status: 2, attempts: 4, error_message: 'gave up', lease_owner: null, lease_until: null, updated_at: at(1506) }, 'a later patch keeps what it does not name');
+      t.same(await s.aiRecords.get(winner), last, 'and the foreground reads it');
+    });
+
     t.test('aiRecords: createIfAbsent, get, update, list, claimDue', async (t) => {
       const s = await makeStorage(t);
       await seed(s);
@@ -347,14 +389,7 @@ export async function storageContract(t: Test, name: string, makeStorage: MakeSt
       const m3 = (await s.messages.append(msg('g2', 'u2'))).message;
       const m4 = (await s.messages.append(msg('g2', 'u2'))).message;
       const m5 = (await s.messages.append(msg('g2', 'u2'))).message;
-      const rec = (id: string, m: Message, sec: number): NewAiRecord => ({
-        record_id: id,
-        group_id: m.group_id,
-        user_message_id: m.message_id,
-        ai_service_url: 'http://ai.local/reply',
-        created_at: at(sec),
-      });
-      const r1 = await s.aiRecords.createIfAbsent(rec('rec1', m1, 1000));
+      const r1 = await s.aiRecords.createIfAbsent(aiRecord('rec1', m1, 1000));
       t.equal(r1.created, true);
       t.same(r1.record, {
         record_id: 'rec1',
@@ -374,7 +409,7 @@ export async function storageContract(t: Test, name: string, makeStorage: MakeSt
         created_at: at(1000),
         updated_at: at(1000),
       }, 'a new record is pending with defaults');
-      const again = await s.aiRecords.createIfAbsent(rec('rec1-bis', m1, 1001));
+      const again = await s.aiRecords.createIfAbsent(aiRecord('rec1-bis', m1, 1001));
       t.equal(again.created, false, 'one record per user message');
       t.same(again.record, r1.record, 'the existing one is returned');
       t.equal(await s.aiRecords.get('rec1-bis'), null);
@@ -403,10 +438,10 @@ export async function storageContract(t: Test, name: string, makeStorage: MakeSt
       t.same(await s.aiRecords.get('rec1'), upd);
       t.equal(await s.aiRecords.update('nope', { status: 2, updated_at: at(1) }), null);
 
-      await s.aiRecords.createIfAbsent(rec('rec2', m2, 1010));
-      await s.aiRecords.createIfAbsent(rec('rec3', m3, 1020));
-      await s.aiRecords.createIfAbsent(rec('rec4', m4, 1030));
-      await s.aiRecords.createIfAbsent(rec('rec5', m5, 1040));
+      await s.aiRecords.createIfAbsent(aiRecord('rec2', m2, 1010));
+      await s.aiRecords.createIfAbsent(aiRecord('rec3', m3, 1020));
+      await s.aiRecords.createIfAbsent(aiRecord('rec4', m4, 1030));
+      await s.aiRecords.createIfAbsent(aiRecord('rec5', m5, 1040));
       t.same((await s.aiRecords.list({ limit: 10 })).map((r) => r.record_id), ['rec5', 'rec4', 'rec3', 'rec2', 'rec1'], 'newest first');
       t.same((await s.aiRecords.list({ limit: 2 })).map((r) => r.record_id), ['rec5', 'rec4'], 'limit');
       t.same((await s.aiRecords.list({ group_id: 'g1', limit: 10 })).map((r) => r.record_id), ['rec2', 'rec1'], 'by group');

@@ -73,6 +73,16 @@ t.test('chat: paging by seq', async (t) => {
   await t.rejects(c.chatService.list(as('stranger'), { group_id: 'g' }), { code: 'FORBIDDEN' });
   await t.rejects(c.chatService.list(admin, { group_id: 'nope' }), { code: 'NOT_FOUND' });
   t.equal((await c.chatService.list(admin, { group_id: 'g' })).messages.length, 7);
+
+  // listSerialized: the same page as JSON text, the same rules
+  await c.chatService.send(as('doc'), { group_id: 'g', msg_content: 'quote " \\ \u2028 <b> 🩺' }, { transport: 'http' });
+  for (const q of [{ limit: 3 }, { after_seq: 0, limit: 50 }, { before_seq: 4, limit: 2 }, { after_seq: 99 }]) {
+    const page = await list(q);
+    const ser = await c.chatService.listSerialized(as('doc'), { group_id: 'g', ...q });
+    t.same(ser, { messages_json: JSON.stringify(page.messages), has_more: page.has_more }, `listSerialized ${JSON.stringify(q)}: list's page as JSON text`);
+  }
+  await t.rejects(c.chatService.listSerialized(as('stranger'), { group_id: 'g' }), { code: 'FORBIDDEN' }, 'listSerialized: members only');
+  await t.rejects(c.chatService.listSerialized(as('doc'), { group_id: 'g', limit: 0 }), { code: 'VALIDATION_FAILED' });
 });
 
 t.test('chat: per-user rate limit', async (t) => {

@@ -12,7 +12,6 @@ import type {
   Repositories,
   Storage,
 } from '../../../kernel/ports/storage.port.js';
-import { serializeMessagePage } from '../../../kernel/ports/storage.port.js';
 
 interface State {
   users: Map<string, User>;
@@ -228,9 +227,6 @@ export class MemoryStorage implements Storage {
         },
         async list(groupId: string, q: MessageQuery): Promise<MessagePage> {
           return listPage(groupId, q);
-        },
-        async listSerialized(groupId: string, q: MessageQuery) {
-          return serializeMessagePage(listPage(groupId, q));
         },
         async listRecent(since: string, limit: number) {
           return [...s().messages.values()]

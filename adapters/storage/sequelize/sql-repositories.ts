@@ -8,9 +8,7 @@ import type {
   NewAiRecord,
   NewMessage,
   Repositories,
-  SerializedMessagePage,
 } from '../../../kernel/ports/storage.port.js';
-import { serializeMessagePage } from '../../../kernel/ports/storage.port.js';
 import { toStorageError } from './sql-errors.js';
 import type { Dialect, Row, SqlExecutor, TxHandle } from './sql-executor.js';
 
@@ -553,9 +551,6 @@ export function sqlRepositories(
         return rows[0] ? toMessage(rows[0]) : null;
       },
       list: listPage,
-      async listSerialized(groupId: string, query: MessageQuery): Promise<SerializedMessagePage> {
-        return serializeMessagePage(await listPage(groupId, query));
-      },
       async listRecent(since, limit) {
         const rows = await q(
           `SELECT ${MSG_COLS} FROM messages WHERE created_at >= $1 ORDER BY created_at, message_id LIMIT $2`,
