@@ -490,7 +490,35 @@ t.test('end to end in headless Chromium: patient and doctor pages, live messages
   await doctor.click('button.group[data-group-id="consult-1"]');
   await doctor.waitForFunction(() => document.querySelectorAll('#group-records-table tbody tr').length === 4);
   t.pass('back in consult-1: its records again');
+  t.equal(await submit('user-groups', { user_id: 'doc-1' }, 'ok'), '2 group(s).');
   await adminPage.screenshot({ path: '/tmp/console-admin.png' });
+
+  // sign-out leaves nothing of the admin's work behind: forms, their lines, tables, lists;
+  // a records load still running when the admin signs out shows its answer nowhere
+  let releaseLate: () => void = () => undefined;
+  const lateHeld = new Promise<void>((resolve) => (releaseLate = resolve));
+  await adminPage.route('**/api/ai/interactions?*', async (route) => {
+    await lateHeld;
+    await route.continue();
+  });
+  await adminPage.fill('#create-user [name="user_id"]', 'half-typed');
+  await adminPage.evaluate(() => (document.getElementById('ai-records') as HTMLFormElement).requestSubmit());
+  await adminPage.waitForFunction(() => document.querySelector('#ai-records .result')?.textContent === 'working…');
+  const lateAnswer = adminPage.waitForResponse((r) => r.url().includes('/api/ai/interactions'));
+  await adminPage.click('#signout');
+  await adminPage.waitForSelector('#signin-view:not([hidden])');
+  releaseLate();
+  await lateAnswer;
+  await adminPage.waitForTimeout(300); // room for the page to handle the late answer
+  await adminPage.unroute('**/api/ai/interactions?*');
+  const leftovers = await adminPage.evaluate(() => ({
+    lines: Array.from(document.querySelectorAll('#admin-view .result'), (e) => e.textContent ?? '').filter(Boolean),
+    fields: Array.from(document.querySelectorAll<HTMLInputElement>('#admin-view input[type=text], #admin-view input:not([type])'), (e) => e.value).filter(Boolean),
+    rows: document.querySelectorAll('#admin-view tbody tr').length,
+    groups: document.querySelectorAll('#user-groups-list li').length,
+    disabled: document.querySelectorAll('#admin-view button[type=submit]:disabled').length,
+  }));
+  t.same(leftovers, { lines: [], fields: [], rows: 0, groups: 0, disabled: 0 }, 'signed out: the admin forms, their lines and tables are empty');
 
   t.same(pageErrors, [], 'no page errors');
   await patient.screenshot({ path: '/tmp/console.png' });

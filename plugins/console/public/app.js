@@ -160,6 +160,9 @@ function signOut() {
   $('group-list').replaceChildren();
   $('room-body').hidden = true;
   $('room-empty').hidden = false;
+  // nothing of the signed-out user stays in the admin forms, their lines and tables
+  for (const reset of resultFormResets) reset();
+  $('user-groups-list').replaceChildren();
   $('records-table').querySelector('tbody').replaceChildren();
   renderGroupRecords(null);
   showView('signin');
@@ -768,6 +771,9 @@ function formValues(form) {
   return out;
 }
 
+/** One per resultForm: empties the form and its line, and drops the answer of a submission still running. */
+const resultFormResets = [];
+
 /**
  * A form whose submit runs `action` and shows its outcome (or the error, in
  * words) in the form's `.result` line. Only the latest submission shows its
@@ -780,6 +786,13 @@ function resultForm(id, action) {
   const result = form.querySelector('.result');
   const button = form.querySelector('button[type=submit]');
   let turn = 0;
+  resultFormResets.push(() => {
+    turn += 1; // a submission still running is superseded: its answer shows nowhere
+    form.reset();
+    result.className = 'result';
+    result.textContent = '';
+    button.disabled = false;
+  });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const mine = ++turn;
