@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstream, JetStreamApiCodes, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import { headers as natsHeaders, nanos, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { UnavailableError } from '../../kernel/errors.js';
 import {
@@ -10,16 +10,14 @@ import {
   type IngressStatus,
   logOutcome,
   processInbound,
+  settledWithin,
   Slots,
 } from '../../lib/broker-payload.js';
 import { NatsConnectionManager } from '../../lib/nats-connection.js';
+import { ensureStream, isJetStreamApiError } from '../../lib/nats-jetstream.js';
 import type { NatsIngressOptions } from './nats-ingress.schema.js';
 import type { IngressDeps } from '../../lib/ingress-plugin.js';
 
-
-function isNotFound(err: unknown, code: number): boolean {
-  return err instanceof JetStreamApiError && err.code === code;
-}
 
 /**
  * NATS ingress. Core mode: a queue-group subscription on the inbound subject
@@ -96,18 +94,15 @@ export class NatsIngress implements IngressStatus {
 
   private async setupJetStream(nc: NatsConnection): Promise<void> {
     const o = this.opts.jetstream!;
-    const jsm = await jetstreamManager(nc);
-    try {
-      await jsm.streams.info(o.stream);
-    } catch (err) {
-      if (!isNotFound(err, JetStreamApiCodes.StreamNotFound) || !o.createStream) throw err;
-      await jsm.streams.add({ name: o.stream, subjects: [this.opts.subject, this.opts.dlqSubject] });
-      this.deps.logger.info({ stream: o.stream }, 'nats stream created');
-    }
+    const jsm = await ensureStream(
+      nc,
+      { name: o.stream, subjects: [this.opts.subject, this.opts.dlqSubject], create: o.createStream, createSetting: 'jetstream.createStream' },
+      this.deps.logger,
+    );
     try {
       await jsm.consumers.info(o.stream, o.durable);
     } catch (err) {
-      if (!isNotFound(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
+      if (!isJetStreamApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
       await jsm.consumers.add(o.stream, {
         durable_name: o.durable,
         ack_policy: AckPolicy.Explicit,
@@ -255,9 +250,7 @@ export class NatsIngress implements IngressStatus {
     if (this.sub) {
       // stops interest; messages already received are still processed (a drain needs the server: not when it is away)
       if (this.conn.connected) {
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([this.sub.drain().catch(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);
-        clearTimeout(timer);
+        await settledWithin(this.sub.drain(), 5000);
       }
       if (!this.sub.isClosed()) this.sub.unsubscribe();
     }
