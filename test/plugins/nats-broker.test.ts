@@ -8,10 +8,10 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect as connectTcp, createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, credsAuthenticator, nkeyAuthenticator, type ConnectionOptions, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import t from 'tap';
 import type { Test } from 'tap';
@@ -28,12 +28,14 @@ import { startTcpProxy, waitFor, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { connectWs } from '../helpers/ws-client.js';
 import '../../plugins/nats-ingress/nats-ingress.plugin.js';
 import '../../plugins/nats-egress/nats-egress.plugin.js';
+import { natsEgressOptions } from '../../plugins/nats-egress/nats-egress.schema.js';
 import '../../plugins/ws/ws.public.js';
 import '../../plugins/http/http.public.js';
 
 const TEXT = 'the pain is worse at night';
 
-if (await requireService(t, 'nats')) {
+const natsUp = await requireService(t, 'nats');
+if (natsUp) {
   const nc: NatsConnection = await connect({ servers: SERVICES.nats.url, name: 'nats-broker-test' });
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
@@ -793,4 +795,348 @@ t.test('NATS server restart (SIGKILL): egress holds events of the outage (bounde
   );
   t.notOk(got.some((e) => e.id === over.message_id));
   t.equal(c.natsEgress.stats.published, 6, 'published: the seeding member.added, the 4 events above, the one after');
+});
+
+// ---- nats-egress in JetStream mode (the shared server; streams unique per test, deleted at teardown) ----
+
+/**
+ * A TCP proxy that can hold back what the server sends: while `hold(true)`,
+ * the client's publishes reach the server but the acknowledgements wait here;
+ * `hold(false)` passes them on, in order. Lost if the connection goes meanwhile.
+ */
+async function ackHoldingProxy(t: Test, targetPort: number): Promise<{ port: number; hold(on: boolean): void }> {
+  let holding = false;
+  const flushes = new Set<() => void>();
+  const ends = new Set<() => void>();
+  const server = createServer((client) => {
+    const upstream = connectTcp({ port: targetPort, host: '127.0.0.1' });
+    const held: Buffer[] = [];
+    const flush = (): void => {
+      for (const b of held.splice(0)) client.write(b);
+    };
+    const end = (): void => {
+      flushes.delete(flush);
+      ends.delete(end);
+      held.length = 0;
+      client.destroy();
+      upstream.destroy();
+    };
+    flushes.add(flush);
+    ends.add(end);
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.pipe(upstream);
+    upstream.on('data', (b: Buffer) => (holding ? held.push(b) : client.write(b)));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const end of [...ends]) end();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  return {
+    port: (server.address() as { port: number }).port,
+    hold(on) {
+      holding = on;
+      if (!on) for (const flush of [...flushes]) flush();
+    },
+  };
+}
+
+interface StoredEvent {
+  subject: string;
+  /** `Nats-Msg-Id` and `im-event` headers. */
+  msgId: string;
+  event: string;
+  /** `message.stored:<message_id>`, `member.added:<user_id>`, ... */
+  key: string;
+  /** The id the event should carry as Nats-Msg-Id, from its body. */
+  expectedId: string;
+}
+
+/** Every message of the stream, in stream order. */
+async function storedEvents(jsm: JetStreamManager, stream: string): Promise<StoredEvent[]> {
+  const { state } = await jsm.streams.info(stream);
+  const out: StoredEvent[] = [];
+  for (let seq = state.first_seq; state.messages > 0 && seq <= state.last_seq; seq++) {
+    const m = await jsm.streams.getMessage(stream, { seq });
+    if (!m) continue;
+    const b = m.json<{ event: string; data: { message_id?: string; group_id: string; user_id?: string; joined_at?: string } }>();
+    const d = b.data;
+    out.push({
+      subject: m.subject,
+      msgId: m.header.get('Nats-Msg-Id'),
+      event: m.header.get('im-event'),
+      key: `${b.event}:${d.message_id ?? d.user_id}`,
+      expectedId: d.message_id ?? `${b.event}:${d.group_id}:${d.user_id}:${d.joined_at}`,
+    });
+  }
+  return out;
+}
+
+/** Sends a message as pat1 in g1; returns the key of its event. */
+async function say(c: Cradle, text: string): Promise<string> {
+  return `message.stored:${(await c.chatService.send(as('pat1'), { group_id: 'g1', msg_content: text }, { transport: 'http' })).message.message_id}`;
+}
+
+/** `user` (a doctor) joins g1 and leaves again: the keys of the two member events. */
+async function joinAndLeave(c: Cradle, user: string): Promise<string[]> {
+  await c.userService.create(admin, { user_id: user, username: user, user_role: 'DOCTOR' });
+  await c.groupService.addMember(admin, 'g1', { user_id: user });
+  await c.groupService.removeMember(admin, 'g1', user);
+  return [`member.added:${user}`, `member.removed:${user}`];
+}
+
+/** The event of bootOn's seeding. */
+const SEEDED = 'member.added:pat1';
+
+if (natsUp) {
+  const ops = await connect({ servers: SERVICES.nats.url, name: 'nats-egress-js-test' });
+  t.teardown(() => ops.close());
+  const opsJsm = await jetstreamManager(ops);
+
+  /** A unique stream name, deleted at teardown. */
+  const streamName = (t: Test): string => {
+    const name = `EGJS_${randomBytes(4).toString('hex')}`;
+    t.teardown(() => opsJsm.streams.delete(name).catch(() => undefined));
+    return name;
+  };
+  const inStream = (stream: string): Promise<StoredEvent[]> => storedEvents(opsJsm, stream);
+  const streamCount = async (stream: string): Promise<number> => (await opsJsm.streams.info(stream)).state.messages;
+  /** Egress into a new stream through an ack-holding proxy, the seeding's event acknowledged; then acknowledgements are held back. */
+  const bootHoldingAcks = async (t: Test, jetstream: Record<string, unknown>) => {
+    const stream = streamName(t);
+    const acks = await ackHoldingProxy(t, SERVICES.nats.port);
+    const lines: LogLine[] = [];
+    const booted = await bootOn(t, `nats://127.0.0.1:${acks.port}`, ['nats-egress'], { egress: { jetstream: { stream, createStream: true, ...jetstream } }, logs: lines });
+    await waitFor(() => booted.c.natsEgress.pending === 0 && booted.c.natsEgress.stats.published === 1, "the seeding's event acknowledged");
+    acks.hold(true);
+    return { ...booted, stream, acks, lines };
+  };
+
+  t.test('JetStream egress: messages and membership changes are stored in the stream, Nats-Msg-Id = the event id, counted once acknowledged', async (t) => {
+    const stream = streamName(t);
+    const { c, prefix } = await bootOn(t, SERVICES.nats.url, ['nats-egress'], { egress: { jetstream: { stream, createStream: true } } });
+    t.ok(c.natsEgress.connected, 'connected, stream checked');
+    const keys = [SEEDED, await say(c, 'hello'), ...(await joinAndLeave(c, 'doc9')), await say(c, 'bye')];
+    await waitFor(() => c.natsEgress.pending === 0 && c.natsEgress.stats.published === keys.length, 'every event acknowledged');
+    const got = await inStream(stream);
+    t.same(got.map((e) => e.key), keys, 'every event stored once, in order');
+    for (const e of got) {
+      t.equal(e.msgId, e.expectedId, `${e.key}: Nats-Msg-Id is the event id`);
+      t.equal(e.event, e.key.slice(0, e.key.indexOf(':')), `${e.key}: im-event header`);
+      t.equal(e.subject, `${prefix}.${e.key.startsWith('message') ? 'message' : 'member'}.g1`, `${e.key}: subject as in core mode`);
+    }
+    t.same(c.natsEgress.stats, { published: keys.length, dropped: 0, failed: 0, duplicate: 0 });
+  });
+
+  t.test('JetStream egress: a missing stream fails start-up with one clear line unless createStream; createStream creates it (file storage, <prefix>.>)', async (t) => {
+    const stream = streamName(t);
+    const prefix = `egjs.${randomBytes(4).toString('hex')}.events`;
+    const proxy = await startTcpProxy(t, SERVICES.nats.port);
+    const { kernel } = await bootKernel(t, {
+      plugins: ['auth', 'users', 'groups', 'chat', 'nats-egress'],
+      config: { nats: { url: `nats://127.0.0.1:${proxy.port}` }, 'nats-egress': { subjectPrefix: prefix, ...FAST, jetstream: { stream } } },
+      noStart: true,
+    });
+    const err = await kernel.start().then(
+      () => null,
+      (e: Error) => e,
+    );
+    t.equal(
+      err?.message,
+      `nats-egress: start failed: nats stream '${stream}' does not exist: create it (subjects '${prefix}.>') or set jetstream.createStream: true`,
+      'start-up fails naming the stream, its subjects and the setting',
+    );
+    t.equal(kernel.state, 'failed');
+    await waitFor(() => proxy.connections === 0, 'the connection of the failed start is closed');
+    await t.rejects(opsJsm.streams.info(stream), 'nothing created');
+
+    const { c } = await bootOn(t, SERVICES.nats.url, ['nats-egress'], { egress: { subjectPrefix: prefix, jetstream: { stream, createStream: true } } });
+    const info = await opsJsm.streams.info(stream);
+    t.same(info.config.subjects, [`${prefix}.>`], 'created capturing the egress subjects');
+    t.equal(info.config.storage, 'file', 'file storage');
+    await waitFor(() => c.natsEgress.stats.published === 1, "the seeding's event acknowledged");
+    t.same((await inStream(stream)).map((e) => e.key), [SEEDED]);
+  });
+
+  t.test('JetStream egress: the stream is checked again after every reconnect (re-created with createStream; otherwise events are held, /readyz red, until it is back)', async (t) => {
+    // createStream: deleted while connected, re-created at the reconnect
+    const s1 = streamName(t);
+    const p1 = await startTcpProxy(t, SERVICES.nats.port);
+    const lines1: LogLine[] = [];
+    const a = await bootOn(t, `nats://127.0.0.1:${p1.port}`, ['nats-egress'], { egress: { jetstream: { stream: s1, createStream: true } }, logs: lines1 });
+    await waitFor(() => a.c.natsEgress.stats.published === 1, "the seeding's event acknowledged");
+    await opsJsm.streams.delete(s1);
+    p1.dropAll();
+    await waitFor(() => lines1.filter((l) => l.msg === 'nats stream created' && l.stream === s1).length === 2, 'the stream is created again after the reconnect');
+    const k1 = await say(a.c, 'after the reconnect');
+    await waitFor(() => a.c.natsEgress.connected && a.c.natsEgress.pending === 0 && a.c.natsEgress.stats.published === 2, 'published into the new stream');
+    t.same((await inStream(s1)).map((e) => e.key), [k1]);
+
+    // no createStream: the stream made by its owner, deleted, then made again
+    const s2 = streamName(t);
+    const prefix = `egjs.${randomBytes(4).toString('hex')}.events`;
+    await opsJsm.streams.add({ name: s2, subjects: [`${prefix}.>`] });
+    const p2 = await startTcpProxy(t, SERVICES.nats.port);
+    const lines2: LogLine[] = [];
+    const b = await bootOn(t, `nats://127.0.0.1:${p2.port}`, ['nats-egress'], { egress: { subjectPrefix: prefix, jetstream: { stream: s2 } }, logs: lines2 });
+    await waitFor(() => b.c.natsEgress.stats.published === 1, "the seeding's event acknowledged");
+    await opsJsm.streams.delete(s2);
+    p2.dropAll();
+    await waitFor(() => lines2.some((l) => l.level === 'error' && l.msg?.startsWith('nats egress: stream check after the reconnect failed') && String(l.err).includes(`nats stream '${s2}' does not exist`)), 'an error line names the missing stream');
+    await waitFor(() => !b.c.natsEgress.connected, 'not ready');
+    const down = await readyz(b.http);
+    t.equal(down.status, 503, '/readyz red while the stream is missing');
+    t.match(down.text, new RegExp(`stream '${s2}'`), '/readyz names the stream');
+    const k2 = await say(b.c, 'while the stream is missing');
+    t.equal(b.c.natsEgress.pending, 1, 'the event is held');
+    await opsJsm.streams.add({ name: s2, subjects: [`${prefix}.>`] });
+    await waitFor(() => b.c.natsEgress.connected && b.c.natsEgress.pending === 0, 'the stream is back: connected, the event published');
+    t.same((await inStream(s2)).map((e) => e.key), [k2], 'stored once');
+    t.same(b.c.natsEgress.stats, { published: 2, dropped: 0, failed: 0, duplicate: 0 }, 'never retried: held until the stream was checked');
+  });
+
+  t.test('JetStream egress: connection lost mid-traffic (acknowledgements lost with it) and restored: every event in the stream exactly once, in order', async (t) => {
+    const stream = streamName(t);
+    const cut = await startTcpProxy(t, SERVICES.nats.port);
+    const acks = await ackHoldingProxy(t, cut.port);
+    const lines: LogLine[] = [];
+    const { c } = await bootOn(t, `nats://127.0.0.1:${acks.port}`, ['nats-egress'], { egress: { jetstream: { stream, createStream: true, ackTimeoutMs: 3000 } }, logs: lines });
+    const sent = [SEEDED];
+    for (let i = 0; i < 10; i++) sent.push(await say(c, `before-${i}`));
+    await waitFor(() => c.natsEgress.pending === 0, 'acknowledged');
+
+    // stored by the server, acknowledgements not through yet ...
+    acks.hold(true);
+    const inFlight: string[] = [];
+    for (let i = 0; i < 10; i++) inFlight.push(await say(c, `in-flight-${i}`));
+    sent.push(...inFlight);
+    await waitFor(async () => (await streamCount(stream)) === sent.length, 'the in-flight events stored by the server');
+    t.equal(c.natsEgress.pending, 10, 'ten awaiting their acknowledgement');
+    // ... when the connection breaks: those acknowledgements are lost
+    cut.refuse(true);
+    cut.dropAll();
+    await waitFor(() => !c.natsEgress.connected, 'disconnected');
+    acks.hold(false);
+    const during: string[] = [];
+    for (let i = 0; i < 10; i++) during.push(await say(c, `during-${i}`));
+    during.push(...(await joinAndLeave(c, 'doc7')));
+    sent.push(...during);
+    t.equal(c.natsEgress.pending, 10 + during.length, 'held while disconnected: the unacknowledged and the new');
+
+    cut.refuse(false);
+    await waitFor(() => c.natsEgress.connected && c.natsEgress.pending === 0, 'reconnected, everything acknowledged', 30_000);
+    const got = await inStream(stream);
+    t.same(got.map((e) => e.key), sent, 'every event in the stream, in order: none lost');
+    t.equal(new Set(got.map((e) => e.msgId)).size, got.length, 'none stored twice');
+    t.same(c.natsEgress.stats, { published: sent.length, dropped: 0, failed: 0, duplicate: 10 }, 'the retries of the ten were recognised by the stream as duplicates');
+    const retried = lines.filter((l) => l.msg === 'nats egress publish not acknowledged; will retry');
+    t.same([...new Set(retried.map((l) => `message.stored:${String(l.id)}`))].sort(), [...inFlight].sort(), 'a warning for each event retried, and only those');
+    t.match(retried[0], { level: 'warn', plugin: 'nats-egress', event: 'message.stored', attempt: Number });
+  });
+
+  t.test('JetStream egress: an event never acknowledged is retried up to maxAttempts, then dropped with an error line carrying the request ids', async (t) => {
+    const { c, baseUrl, stream, acks, lines } = await bootHoldingAcks(t, { maxAttempts: 2, ackTimeoutMs: 300 });
+    const res = await api(baseUrl, await tokenFor(c, 'pat1')).post('/api/message/send', { group_id: 'g1', msg_content: 'never acknowledged' }, { 'x-request-id': 'req-noack-1' });
+    t.equal(res.status, 201);
+    const id = (res.body as { message_id: string }).message_id;
+    await waitFor(() => c.natsEgress.stats.failed === 1, 'dropped after two attempts');
+    t.equal(c.natsEgress.pending, 0, 'no longer pending');
+    const warn = lines.filter((l) => l.msg === 'nats egress publish not acknowledged; will retry');
+    t.equal(warn.length, 1, 'one retry');
+    t.match(warn[0], { level: 'warn', plugin: 'nats-egress', req_id: 'req-noack-1', user_id: 'pat1', event: 'message.stored', id, attempt: 1 });
+    const dropped = lines.filter((l) => l.msg === 'nats egress publish failed: event dropped');
+    t.equal(dropped.length, 1, 'one drop line');
+    t.match(dropped[0], { level: 'error', plugin: 'nats-egress', req_id: 'req-noack-1', user_id: 'pat1', event: 'message.stored', group_id: 'g1', id, err: String });
+    t.notOk(JSON.stringify(lines).includes('never acknowledged'), 'no message content in the log');
+    const got = await inStream(stream);
+    t.same(got.map((e) => e.key), [SEEDED, `message.stored:${id}`], 'the server had it (only the acknowledgements were missing), once: the retry was de-duplicated');
+    acks.hold(false);
+  });
+
+  t.test('JetStream egress: stop() waits up to drainTimeoutMs for acknowledgements, then logs what has none', async (t) => {
+    // acknowledged during the drain
+    const one = await bootHoldingAcks(t, { ackTimeoutMs: 60_000, drainTimeoutMs: 60_000 });
+    const keys = [SEEDED, await say(one.c, 'drain-1'), await say(one.c, 'drain-2')];
+    await waitFor(async () => (await streamCount(one.stream)) === 3, 'stored, not acknowledged yet');
+    t.equal(one.c.natsEgress.pending, 2);
+    const stopping = one.kernel.stop();
+    await new Promise((r) => setTimeout(r, 200));
+    one.acks.hold(false);
+    await stopping;
+    t.equal(one.c.natsEgress.stats.published, 3, 'acknowledged before the connection closed');
+    t.equal(one.c.natsEgress.pending, 0);
+    t.notOk(one.lines.some((l) => l.msg === 'nats egress stopped with events not confirmed'), 'nothing reported missing');
+    t.same((await inStream(one.stream)).map((e) => e.key), keys);
+
+    // never acknowledged: reported after drainTimeoutMs
+    const two = await bootHoldingAcks(t, { ackTimeoutMs: 60_000, drainTimeoutMs: 300 });
+    const ids = [await say(two.c, 'lost-1'), await say(two.c, 'lost-2')].map((k) => k.slice('message.stored:'.length));
+    await waitFor(async () => (await streamCount(two.stream)) === 3, 'stored, not acknowledged');
+    const stopping2 = two.kernel.stop();
+    await waitFor(() => two.lines.some((l) => l.msg === 'nats egress stopped with events not confirmed'), 'reported after the drain timeout');
+    two.acks.hold(false); // lets the connection's drain finish; acknowledgements coming now are too late to count
+    await stopping2;
+    const line = two.lines.filter((l) => l.msg === 'nats egress stopped with events not confirmed');
+    t.equal(line.length, 1);
+    t.match(line[0], { level: 'error', plugin: 'nats-egress', unpublished: 2, unconfirmed: 2, ids }, 'one line with the count and the ids');
+    t.equal(two.c.natsEgress.stats.published, 1, 'not counted as published');
+  });
+
+  t.test('JetStream egress: settings are checked at start-up (one line naming the setting); {} means the defaults', async (t) => {
+    const cases: [string, unknown, string][] = [
+      ['not an object', true, "jetstream: must be of type object"],
+      ['a stream name with a dot', { stream: 'IM.EVENTS' }, "jetstream.stream: must be a stream name (no '.', '*', '>' or spaces)"],
+      ['an empty stream name', { stream: '' }, 'jetstream.stream: is not allowed to be empty'],
+      ['createStream not a boolean', { createStream: 'maybe' }, 'jetstream.createStream: must be a boolean'],
+      ['maxUnconfirmed 0', { maxUnconfirmed: 0 }, 'jetstream.maxUnconfirmed: must be greater than or equal to 1'],
+      ['maxAttempts 0', { maxAttempts: 0 }, 'jetstream.maxAttempts: must be greater than or equal to 1'],
+      ['maxAttempts not an integer', { maxAttempts: 1.5 }, 'jetstream.maxAttempts: must be an integer'],
+      ['ackTimeoutMs too small', { ackTimeoutMs: 10 }, 'jetstream.ackTimeoutMs: must be greater than or equal to 100'],
+      ['drainTimeoutMs negative', { drainTimeoutMs: -1 }, 'jetstream.drainTimeoutMs: must be greater than or equal to 0'],
+      ['a misspelt key', { create_stream: true }, 'jetstream.create_stream: is not allowed'],
+    ];
+    for (const [what, jetstream, msg] of cases) {
+      const { kernel } = await bootKernel(t, { plugins: ['auth', 'users', 'groups', 'chat', 'nats-egress'], config: { nats: { url: SERVICES.nats.url }, 'nats-egress': { jetstream } }, noStart: true });
+      await t.rejects(kernel.start(), { message: `nats-egress: ${msg}` }, what);
+      t.equal(kernel.state, 'failed', `${what}: not started`);
+    }
+    const config = { nats: { url: SERVICES.nats.url } };
+    t.same(natsEgressOptions({ jetstream: {} }, config).jetstream, { stream: 'IM_EVENTS', createStream: false, maxUnconfirmed: 1000, maxAttempts: 5, ackTimeoutMs: 5000, drainTimeoutMs: 5000 }, '{} = the defaults');
+    t.equal(natsEgressOptions({}, config).jetstream, null, 'core mode by default');
+    t.equal(natsEgressOptions({ jetstream: null }, config).jetstream, null, 'null = core mode');
+  });
+}
+
+t.test('NATS server restart (SIGKILL, same store): JetStream egress ends with every event in the stream exactly once; /readyz red during the outage', async (t) => {
+  if (!requireTools(t, ['nats-server'])) return;
+  const server = await restartableNatsServer(t, ['-js', '-sd', tempDir(t, 'im-nats-js-')]);
+  const stream = `EGRS_${randomBytes(4).toString('hex')}`;
+  const { c, http } = await bootOn(t, server.url, ['nats-egress'], { egress: { jetstream: { stream, createStream: true, ackTimeoutMs: 1000 } } });
+  const admin2 = await jetstreamManager(await client(t, server.url), { timeout: 1000 });
+  const keys = [SEEDED];
+  // traffic: the server dies in the middle of it
+  const traffic = (async () => {
+    for (let i = 0; i < 60; i++) {
+      keys.push(await say(c, `traffic-${i}`));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  await waitFor(async () => (await admin2.streams.info(stream)).state.messages >= 10, 'part of the traffic stored');
+  await server.kill('SIGKILL');
+  await waitFor(() => !c.natsEgress.connected, 'egress notices the server is gone');
+  t.equal((await readyz(http)).status, 503, '/readyz red while the server is down');
+  await traffic;
+  keys.push(...(await joinAndLeave(c, 'doc7')));
+  t.ok(c.natsEgress.pending >= 2, 'the events of the outage are held');
+
+  await server.start();
+  await waitFor(() => c.natsEgress.connected && c.natsEgress.pending === 0, 'reconnected, stream checked, everything acknowledged', 30_000);
+  t.equal((await readyz(http)).status, 200, '/readyz green after the restart');
+  // the test's own client may still be reconnecting
+  const got = await untilAnswered('the stream read back', () => storedEvents(admin2, stream));
+  t.same(got.map((e) => e.key).sort(), [...keys].sort(), 'every event in the stream: none lost');
+  t.equal(new Set(got.map((e) => e.msgId)).size, got.length, 'none stored twice');
+  t.equal(c.natsEgress.stats.published, keys.length, 'each acknowledged once');
+  t.same({ dropped: c.natsEgress.stats.dropped, failed: c.natsEgress.stats.failed }, { dropped: 0, failed: 0 });
 });
