@@ -1,7 +1,7 @@
 import { asValue } from 'awilix';
 import { UnavailableError } from '../../kernel/errors.js';
 import { definePlugin } from '../../kernel/plugin.js';
-import { subscribeEgress } from '../../lib/broker-payload.js';
+import { exportEgressMetrics, subscribeEgress } from '../../lib/broker-payload.js';
 import { READINESS_CHECKS, type ReadinessCheck } from '../http/http.public.js';
 import { amqpEgressOptions, type AmqpEgressOptions } from './amqp-egress.schema.js';
 import { AmqpEgress, type EgressStats } from './amqp-egress.service.js';
@@ -60,6 +60,7 @@ export const amqpEgressPlugin = definePlugin<AmqpEgressOptions>({
       },
     };
     contributions.add(READINESS_CHECKS, check);
+    exportEgressMetrics(container, 'amqp', egress);
   },
   async start({ container }) {
     const rt = runtimes.get(container)!;

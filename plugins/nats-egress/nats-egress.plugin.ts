@@ -1,7 +1,7 @@
 import { asValue } from 'awilix';
 import { UnavailableError } from '../../kernel/errors.js';
 import { definePlugin } from '../../kernel/plugin.js';
-import { subscribeEgress } from '../../lib/broker-payload.js';
+import { exportEgressMetrics, subscribeEgress } from '../../lib/broker-payload.js';
 import { READINESS_CHECKS, type ReadinessCheck } from '../http/http.public.js';
 import { NatsCoreEgress, type NatsEgress, type NatsEgressStats } from './nats-egress.core.js';
 import { NatsJetStreamEgress } from './nats-egress.jetstream.js';
@@ -67,6 +67,7 @@ export const natsEgressPlugin = definePlugin<NatsEgressOptions>({
       },
     };
     contributions.add(READINESS_CHECKS, check);
+    exportEgressMetrics(container, 'nats', egress);
   },
   async start({ container }) {
     const rt = runtimes.get(container)!;

@@ -433,7 +433,7 @@ if (await requireService(t, 'amqp')) {
     const n = names(t);
     const proxy = await startTcpProxy(t, SERVICES.amqp.port);
     const logs: LogLine[] = [];
-    const { c, baseUrl } = await boot(t, n, { proxy, plugins: ['amqp-egress'], egress: { maxBuffer: 1 }, logs, http: true });
+    const { c, baseUrl } = await boot(t, n, { proxy, plugins: ['metrics', 'amqp-egress'], egress: { maxBuffer: 1 }, logs, http: true });
     await waitFor(() => c.amqpEgress.connected, 'egress connected');
     await seedGroup(c, 'g1', ['pat1']);
     await waitFor(() => c.amqpEgress.pending === 0, "the seeding's event confirmed");
@@ -453,6 +453,10 @@ if (await requireService(t, 'amqp')) {
       "the drop line carries the dropped event's request id and user",
     );
     t.notOk(JSON.stringify(full[0]).includes('over the buffer'), 'no message content on the line');
+    const text = await c.metricsRegistry.metrics();
+    t.match(text, 'im_broker_egress_events_total{transport="amqp",outcome="published"} 1', 'metrics: the seeding\'s event published');
+    t.match(text, 'im_broker_egress_events_total{transport="amqp",outcome="dropped"} 1', 'metrics: the dropped event');
+    t.match(text, 'im_broker_egress_pending{transport="amqp"} 1', 'metrics: one event held');
   });
 
   t.test('a message ingested from the broker is pushed over WebSocket to the group', async (t) => {

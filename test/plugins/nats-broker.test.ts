@@ -709,7 +709,7 @@ t.test('NATS server restart (SIGKILL): egress holds events of the outage (bounde
   // the capturing stream (under load the service reconnected first, and what it sent was not kept).
   const proxy = await startTcpProxy(t, server.port);
   const lines: LogLine[] = [];
-  const { c, http, prefix, id, baseUrl } = await bootOn(t, `nats://127.0.0.1:${proxy.port}`, ['nats-egress'], { egress: { maxBuffer: 3 }, logs: lines });
+  const { c, http, prefix, id, baseUrl } = await bootOn(t, `nats://127.0.0.1:${proxy.port}`, ['metrics', 'nats-egress'], { egress: { maxBuffer: 3 }, logs: lines });
   await waitFor(() => c.natsEgress.stats.published === 1, "the seeding's member.added published (before the stream exists)");
   // a stream captures the egress subjects: what reaches the server is kept, whoever is subscribed
   const stream = `EV_${id}`;
@@ -758,6 +758,9 @@ t.test('NATS server restart (SIGKILL): egress holds events of the outage (bounde
     "the drop line carries the dropped event's request id and user",
   );
   t.notOk(JSON.stringify(full[0]).includes('over the buffer'), 'no message content on the line');
+  const heldMetrics = await c.metricsRegistry.metrics();
+  t.match(heldMetrics, 'im_broker_egress_events_total{transport="nats",outcome="dropped"} 1', 'metrics: the dropped event');
+  t.match(heldMetrics, 'im_broker_egress_pending{transport="nats"} 3', 'metrics: three events held');
   t.same(await stored(c), [null, null, null, null], 'storing never waited for NATS');
 
   proxy.refuse(true);
@@ -795,6 +798,9 @@ t.test('NATS server restart (SIGKILL): egress holds events of the outage (bounde
   );
   t.notOk(got.some((e) => e.id === over.message_id));
   t.equal(c.natsEgress.stats.published, 6, 'published: the seeding member.added, the 4 events above, the one after');
+  const after = await c.metricsRegistry.metrics();
+  t.match(after, 'im_broker_egress_events_total{transport="nats",outcome="published"} 6', 'metrics: published, as the stats say');
+  t.match(after, 'im_broker_egress_pending{transport="nats"} 0', 'metrics: nothing held');
 });
 
 // ---- nats-egress in JetStream mode (the shared server; streams unique per test, deleted at teardown) ----
