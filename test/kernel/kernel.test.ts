@@ -1,3 +1,7 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import t from 'tap';
 import { asValue } from 'awilix';
 import { Kernel } from '../../kernel/kernel.js';
@@ -8,6 +12,7 @@ import { definePlugin, type Plugin } from '../../kernel/plugin.js';
 import { uuidV7Generator, type Clock } from '../../kernel/clock.js';
 import { loadConfig } from '../../config/loader.js';
 import { composeKernel, resolveUnits } from '../../bin/compose.js';
+import { api, bootHttp, tokenFor } from '../helpers/http.js';
 import type { Message } from '../../kernel/domain.js';
 
 function recorder(): { log: string[]; unit: (name: string, deps?: string[], extra?: Partial<Plugin<unknown>>) => Plugin<unknown> } {
@@ -249,6 +254,116 @@ t.test('config', async (t) => {
     await k.start();
     t.ok(k.container.resolve('chatService'));
     await k.stop();
+  });
+
+  t.test('plugins and adapters from modules outside the code base (pluginModules, adapterModules)', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'im-units-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    // an adapter filling a new port slot, and a plugin that depends on it and on chat: plain
+    // JavaScript with no import from this code base (a registration is any object with resolve())
+    writeFileSync(
+      join(dir, 'audit-sink.mjs'),
+      `export const written = [];
+       export default {
+         name: 'audit-sink', kind: 'adapter', impl: 'list',
+         register({ container }) { container.register('auditSink', { resolve: () => ({ write: (line) => written.push(line) }) }); },
+       };`,
+    );
+    writeFileSync(
+      join(dir, 'audit-log.mjs'),
+      `import { written } from './audit-sink.mjs';
+       export const life = [];
+       export default {
+         name: 'audit-log',
+         dependsOn: ['chat', 'audit-sink'],
+         options(raw) {
+           if (typeof raw.tag !== 'string') throw new Error('tag: is required');
+           return { tag: raw.tag };
+         },
+         register({ contributions }) {
+           life.push('register');
+           // an HTTP route of its own (contribution point 'http.routes'), behind a bearer token
+           contributions.add('http.routes', {
+             method: 'GET', path: '/api/audit/lines', auth: 'user', summary: 'Audit lines written so far',
+             handler: async () => ({ status: 200, body: { lines: written } }),
+           });
+         },
+         async start({ container, options }) {
+           life.push('start');
+           const sink = container.resolve('auditSink');
+           this.off = container.resolve('bus').subscribe('message.stored', ({ message }) => sink.write(options.tag + ' ' + message.message_id));
+         },
+         async stop() { life.push('stop'); this.off?.(); },
+       };`,
+    );
+    writeFileSync(join(dir, 'no-default.mjs'), 'export const unit = {};');
+    writeFileSync(join(dir, 'not-a-unit.mjs'), "export default { name: 'odd' };");
+    writeFileSync(join(dir, 'misnamed.mjs'), "export default { name: 'other', register() {} };");
+    writeFileSync(join(dir, 'throws.mjs'), "throw new Error('boom at import');");
+
+    const config = (overrides: Record<string, unknown>, plugins = 'auth,users,groups,chat,audit-log') =>
+      loadConfig({
+        env: { IM_PLUGINS: plugins, IM_JWT_SECRET: 'x'.repeat(32) },
+        overrides: {
+          adapters: { ...memoryOnly, 'audit-sink': 'list' },
+          pluginModules: { 'audit-log': join(dir, 'audit-log.mjs') },
+          adapterModules: { 'audit-sink': { list: join(dir, 'audit-sink.mjs') } },
+          'audit-log': { tag: 'AUDIT' },
+          ...overrides,
+        },
+      });
+    const { booted, baseUrl } = await bootHttp(t, {
+      plugins: ['auth', 'users', 'groups', 'chat', 'http', 'audit-log'],
+      adapters: { storage: 'memory', 'audit-sink': 'list' },
+      config: {
+        pluginModules: { 'audit-log': join(dir, 'audit-log.mjs') },
+        adapterModules: { 'audit-sink': { list: join(dir, 'audit-sink.mjs') } },
+        'audit-log': { tag: 'AUDIT' },
+      },
+    });
+    const { kernel: k, c } = booted;
+    t.same(k.unitNames, ['storage', 'audit-sink', 'auth', 'users', 'groups', 'chat', 'http', 'audit-log']);
+    await c.userService.create({ user_id: 'admin', admin: true }, { user_id: 'p1', username: 'p1', user_role: 'PATIENT' });
+    await c.groupService.create({ user_id: 'admin', admin: true }, { group_id: 'g1', group_name: 'g1', members: ['p1'] });
+    const sent = (await c.chatService.send({ user_id: 'p1', admin: false }, { group_id: 'g1', msg_content: 'hi' }, { transport: 'test' })).message;
+    const plugin = (await import(pathToFileURL(join(dir, 'audit-log.mjs')).href)) as { life: string[] };
+    const lines = async () => (await api(baseUrl, await tokenFor(c, 'p1')).get('/api/audit/lines')).body as { lines: string[] };
+    for (let i = 0; i < 100 && (await lines()).lines.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    t.same(await lines(), { lines: [`AUDIT ${sent.message_id}`] }, 'the plugin saw the stored message, with its options, through the adapter, and serves it on its route');
+    t.equal((await api(baseUrl).get('/api/audit/lines')).status, 401, 'its route asks for a token like the others');
+    t.ok(((await api(baseUrl).get('/openapi.json')).body as { paths: Record<string, unknown> }).paths['/api/audit/lines'], 'and is in /openapi.json');
+    await k.stop();
+    t.same(plugin.life, ['register', 'start', 'stop'], 'the same lifecycle as a built-in unit');
+
+    // its options() refuses its section like a built-in unit's
+    const noTag = await composeKernel({ config: config({ 'audit-log': {} }), logger: silentLogger });
+    await t.rejects(noTag.start(), { message: 'audit-log: tag: is required' }, 'bad options of a module unit: one line naming it');
+
+    // a relative path is taken from the working directory
+    const rel = relative(process.cwd(), join(dir, 'audit-log.mjs'));
+    const byRelative = await resolveUnits(config({ pluginModules: { 'audit-log': rel.startsWith('..') ? rel : `./${rel}` } }));
+    t.equal(byRelative.at(-1)!.name, 'audit-log', `a path from the working directory: ${rel}`);
+
+    // a module that is configured but not enabled is never loaded
+    const idle = await resolveUnits(config({ pluginModules: { 'audit-log': join(dir, 'throws.mjs') } }, 'auth'));
+    t.same(idle.map((u) => u.name), ['storage', 'audit-sink', 'auth'], 'not enabled: not imported');
+
+    // every mistake fails start-up with one line naming the setting
+    const refused: Array<[string, Record<string, unknown>, RegExp]> = [
+      ['no such file', { pluginModules: { 'audit-log': join(dir, 'missing.mjs') } }, /^pluginModules\.audit-log: cannot load '.*missing\.mjs': Cannot find module/],
+      ['import throws', { pluginModules: { 'audit-log': join(dir, 'throws.mjs') } }, /^pluginModules\.audit-log: cannot load '.*throws\.mjs': boom at import$/],
+      ['no default export', { pluginModules: { 'audit-log': join(dir, 'no-default.mjs') } }, /^pluginModules\.audit-log: '.*no-default\.mjs' has no default export/],
+      ['not a unit', { pluginModules: { 'audit-log': join(dir, 'not-a-unit.mjs') } }, /^pluginModules\.audit-log: the default export of '.*not-a-unit\.mjs' is not a unit: 'register' is required$/],
+      ['another name', { pluginModules: { 'audit-log': join(dir, 'misnamed.mjs') } }, /^pluginModules\.audit-log: the unit of '.*misnamed\.mjs' is named 'other', expected 'audit-log'$/],
+      ['a built-in name', { pluginModules: { 'audit-log': join(dir, 'audit-log.mjs'), ws: join(dir, 'audit-log.mjs') } }, /^pluginModules\.ws: 'ws' is a built-in plugin: give yours another name$/],
+      ['a built-in adapter name', { adapterModules: { storage: { memory: join(dir, 'audit-sink.mjs') } } }, /^adapterModules\.storage\.memory: 'memory' is a built-in storage adapter/],
+      ['an adapter of the wrong slot', { adapterModules: { 'audit-sink': { list: join(dir, 'audit-log.mjs') } } }, /^adapterModules\.audit-sink\.list: the unit of '.*audit-log\.mjs' is named 'audit-log', expected 'audit-sink'$/],
+    ];
+    for (const [what, overrides, message] of refused) await t.rejects(resolveUnits(config(overrides)), { name: 'ConfigError', message }, what);
+    t.throws(() => config({ pluginModules: { 'Bad Name': './x.mjs' } }), { name: 'ConfigError', message: /^pluginModules\.Bad Name: / }, 'names follow the plugin name rule');
+    t.throws(() => config({ pluginModules: { x: '' } }), { name: 'ConfigError', message: /^pluginModules\.x: / }, 'an empty module is refused');
+    const unknown = config({}, 'auth,telepathy');
+    await t.rejects(resolveUnits(unknown), { message: /^plugins: unknown plugin 'telepathy' \(known: .*, audit-log\)$/ }, 'the known list names the modules too');
   });
 
   t.test('a plugin rejects its own bad options with the setting named', async (t) => {
