@@ -2,6 +2,7 @@ import { ENV_MAP, loadConfig } from '../config/loader.js';
 import type { RootConfig } from '../config/config.schema.js';
 import { KernelError } from '../kernel/errors.js';
 import type { Kernel } from '../kernel/kernel.js';
+import { silentLogger } from '../kernel/logger.js';
 import { composeKernel } from './compose.js';
 import { createLogger, type ProcessLogger } from './logger.js';
 
@@ -62,6 +63,18 @@ async function main(): Promise<void> {
   } catch (err) {
     process.stderr.write(`config error: ${oneLine(err)}\n`);
     process.exit(1);
+  }
+  if (process.argv.includes('--check')) {
+    // the config and every enabled unit's settings, checked without starting or connecting anything
+    try {
+      const checked = await composeKernel({ config, logger: silentLogger });
+      checked.checkOptions();
+      process.stdout.write(`config ok: ${checked.unitNames.length} units, in start order: ${checked.unitNames.join(', ')}\n`);
+      process.exit(0);
+    } catch (err) {
+      process.stderr.write(`config error: ${oneLine(err)}\n`);
+      process.exit(1);
+    }
   }
   const logger = createLogger(config.log.level);
   const deadlineMs = shutdownDeadlineMs(config);

@@ -103,6 +103,25 @@ export class Kernel {
     return out;
   }
 
+  /** A unit's options from its config section (its `options()` validator); KernelError `<unit>: <message>` when refused. */
+  private optionsOf(unit: Plugin<unknown>): unknown {
+    const raw = this.opts.config[unit.name] ?? {};
+    try {
+      return unit.options ? unit.options(raw, this.opts.config) : raw;
+    } catch (err) {
+      throw new KernelError(`${unit.name}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * What start() checks before it touches anything, without starting: the
+   * order (done by the constructor) and every unit's options. For
+   * `main.js --check`: a deployment's config checked without connecting anywhere.
+   */
+  checkOptions(): void {
+    for (const unit of this.order) this.optionsOf(unit);
+  }
+
   async start(): Promise<void> {
     if (this.stateValue !== 'new') throw new KernelError(`kernel cannot start from state '${this.stateValue}'`);
     this.stateValue = 'starting';
@@ -117,13 +136,7 @@ export class Kernel {
     try {
       for (const unit of this.order) {
         const logger = this.logger.child({ plugin: unit.name });
-        let options: unknown;
-        try {
-          const raw = this.opts.config[unit.name] ?? {};
-          options = unit.options ? unit.options(raw, this.opts.config) : raw;
-        } catch (err) {
-          throw new KernelError(`${unit.name}: ${(err as Error).message}`, { cause: err });
-        }
+        const options = this.optionsOf(unit);
         const ctx: PluginContext<unknown> = { container: this.container, options, logger, contributions };
         this.loaded.push({ unit, ctx });
         await this.step(unit.name, 'register', async () => unit.register(ctx), this.opts.startTimeoutMs ?? 30_000);

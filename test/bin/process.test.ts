@@ -2,7 +2,7 @@
  * The real process (node build/bin/main.js): start-up errors, graceful
  * shutdown on SIGTERM with a request in flight, a second signal, JSON logs.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -249,6 +249,30 @@ t.test('a bad config exits non-zero with one line on stderr naming the setting',
     t.equal(lines.length, 1, `${name}: one line: ${svc.stderr()}`);
     t.match(lines[0], pattern, name);
     t.same(svc.notJson, [], `${name}: stdout holds only JSON lines`);
+  }
+});
+
+t.test('--check: the config and every enabled unit\'s settings checked without starting or connecting', async (t) => {
+  const dir = tmpDir(t);
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('IM_')));
+  const check = (env: Record<string, string>) =>
+    spawnSync(process.execPath, [MAIN, '--check'], { cwd: dir, env: { ...clean, ...storageEnv(dir), IM_JWT_SECRET: SECRET, ...env }, encoding: 'utf8', timeout: WAIT_MS });
+  const ok = check({ IM_PLUGINS: PLUGINS, IM_HTTP_PORT: '1' });
+  t.equal(ok.status, 0, `a good config: exit 0 (${ok.stderr})`);
+  t.match(ok.stdout, /^config ok: 7 units, in start order: metrics, storage, auth, users, groups, chat, http\n$/, 'one line naming the units in start order');
+  t.equal(ok.stderr, '');
+  t.notOk(readdirSync(dir).includes('im.sqlite'), 'nothing was opened: no database file');
+  const cases: Array<[string, Record<string, string>, RegExp]> = [
+    ['a unit\'s own setting', { IM_PLUGINS: PLUGINS, IM_HTTP_PORT: 'abc' }, /^config error: http: port: must be a number \(from IM_HTTP_PORT\)\n$/],
+    ['a short secret', { IM_PLUGINS: PLUGINS, IM_JWT_SECRET: 'short' }, /^config error: auth: jwtSecret: must be at least 16 characters \(from IM_JWT_SECRET\)\n$/],
+    ['a missing dependency', { IM_PLUGINS: 'chat,http' }, /^config error: '\w+' depends on '\w+', which is not enabled\n$/],
+    ['an unknown plugin', { IM_PLUGINS: 'auth,telepathy' }, /^config error: plugins: unknown plugin 'telepathy'/],
+  ];
+  for (const [what, env, pattern] of cases) {
+    const r = check(env);
+    t.equal(r.status, 1, `${what}: exit 1`);
+    t.match(r.stderr, pattern, `${what}: one line`);
+    t.equal(r.stdout, '');
   }
 });
 
