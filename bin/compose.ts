@@ -16,6 +16,9 @@ export interface ComposeOptions {
   extraUnits?: readonly Plugin<unknown>[];
 }
 
+/** Top-level config keys that follow the unit name rule: no unit of a module may take them as its name (its section). */
+const ROOT_KEYS = new Set(['log', 'plugins', 'adapters', 'kernel']);
+
 /**
  * Resolves the configured plugin and adapter names to units (one line naming
  * any unknown one): the registry's, then those of `pluginModules` /
@@ -26,8 +29,10 @@ export async function resolveUnits(config: RootConfig): Promise<Plugin<unknown>[
   const adapterModules = config.adapterModules ?? {};
   for (const name of Object.keys(pluginModules)) {
     if (PLUGINS[name]) throw new ConfigError(`pluginModules.${name}: '${name}' is a built-in plugin: give yours another name`);
+    if (ROOT_KEYS.has(name)) throw new ConfigError(`pluginModules.${name}: '${name}' is a top-level config key (its section would be that key): give yours another name`);
   }
   for (const [slot, impls] of Object.entries(adapterModules)) {
+    if (ROOT_KEYS.has(slot)) throw new ConfigError(`adapterModules.${slot}: '${slot}' is a top-level config key (its section would be that key): give the slot another name`);
     for (const impl of Object.keys(impls)) {
       if (ADAPTERS[slot]?.[impl] || impl === 'none') throw new ConfigError(`adapterModules.${slot}.${impl}: '${impl}' is a built-in ${slot} adapter: give yours another name`);
     }

@@ -356,6 +356,7 @@ t.test('config', async (t) => {
       ['not a unit', { pluginModules: { 'audit-log': join(dir, 'not-a-unit.mjs') } }, /^pluginModules\.audit-log: the default export of '.*not-a-unit\.mjs' is not a unit: 'register' is required$/],
       ['another name', { pluginModules: { 'audit-log': join(dir, 'misnamed.mjs') } }, /^pluginModules\.audit-log: the unit of '.*misnamed\.mjs' is named 'other', expected 'audit-log'$/],
       ['a built-in name', { pluginModules: { 'audit-log': join(dir, 'audit-log.mjs'), ws: join(dir, 'audit-log.mjs') } }, /^pluginModules\.ws: 'ws' is a built-in plugin: give yours another name$/],
+      ['a top-level key', { pluginModules: { 'audit-log': join(dir, 'audit-log.mjs'), kernel: join(dir, 'audit-log.mjs') } }, /^pluginModules\.kernel: 'kernel' is a top-level config key/],
       ['a built-in adapter name', { adapterModules: { storage: { memory: join(dir, 'audit-sink.mjs') } } }, /^adapterModules\.storage\.memory: 'memory' is a built-in storage adapter/],
       ['an adapter of the wrong slot', { adapterModules: { 'audit-sink': { list: join(dir, 'audit-log.mjs') } } }, /^adapterModules\.audit-sink\.list: the unit of '.*audit-log\.mjs' is named 'audit-log', expected 'audit-sink'$/],
     ];
