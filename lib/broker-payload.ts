@@ -284,15 +284,6 @@ export class InFlight {
   }
 }
 
-/** Waits for `p` to settle (resolved or rejected), `ms` at the most; never rejects. */
-export async function settledWithin(p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([p.then(noop, noop), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
-  clearTimeout(timer);
-}
-
-function noop(): void {}
-
 /** The shared `amqp` / `nats` config sections (config/loader.ts puts IM_AMQP_URL / IM_NATS_URL there). */
 export function brokerUrl(config: Readonly<Record<string, unknown>>, section: 'amqp' | 'nats', schemes: string[]): string {
   const s = config[section];

@@ -23,6 +23,7 @@ import {
   type TlsOptions,
 } from '@nats-io/transport-node';
 import type { Logger } from '../kernel/logger.js';
+import { settledWithin } from './settled-within.js';
 
 /** TLS of a NATS connection. Any of these set (or a `tls://` URL) makes TLS mandatory. */
 export interface NatsTlsSettings {
@@ -425,12 +426,7 @@ export class NatsConnectionManager {
     const connectedOnce = new Promise<void>((resolve) => (first = resolve));
     this.loop = this.run(first);
     if (this.settings.startWaitMs <= 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    const ok = await Promise.race([
-      connectedOnce.then(() => true),
-      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), this.settings.startWaitMs))),
-    ]);
-    clearTimeout(timer);
+    const ok = await settledWithin(connectedOnce, this.settings.startWaitMs);
     if (!ok && !this.closed) {
       this.logger.warn({ url: this.endpoint.display, waited_ms: this.settings.startWaitMs }, 'nats server not reachable yet; still trying in the background');
     }
@@ -538,9 +534,7 @@ export class NatsConnectionManager {
     const nc = this.nc;
     if (nc && !nc.isClosed()) {
       if (drain && wasUp && !nc.isDraining()) {
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([nc.drain().catch(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);
-        clearTimeout(timer);
+        await settledWithin(nc.drain(), 5000);
       }
       if (!nc.isClosed()) await nc.close().catch(() => undefined);
     }

@@ -2,6 +2,7 @@ import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import { withContext, type Logger } from '../../kernel/logger.js';
 import { AmqpConnection } from '../../lib/amqp-connection.js';
 import type { EgressEvent } from '../../lib/broker-payload.js';
+import { settledWithin } from '../../lib/settled-within.js';
 import type { AmqpEgressOptions } from './amqp-egress.schema.js';
 
 interface Item {
@@ -145,12 +146,7 @@ export class AmqpEgress {
     if (this.stopped) return;
     this.stopped = true;
     if (this.pending > 0 && this.channel) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        new Promise<void>((resolve) => this.idleWaiters.push(resolve)),
-        new Promise<void>((resolve) => (timer = setTimeout(resolve, this.opts.drainTimeoutMs))),
-      ]);
-      clearTimeout(timer);
+      await settledWithin(new Promise<void>((resolve) => this.idleWaiters.push(resolve)), this.opts.drainTimeoutMs);
     }
     if (this.pending > 0) {
       this.stats.dropped += this.queue.length;

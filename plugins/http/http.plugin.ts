@@ -3,6 +3,7 @@ import { asValue } from 'awilix';
 import Koa from 'koa';
 import type { Logger } from '../../kernel/logger.js';
 import { definePlugin } from '../../kernel/plugin.js';
+import { settledWithin } from '../../lib/settled-within.js';
 import { validateOptions } from '../../lib/validate.js';
 import { chatOptionsSchema } from '../chat/chat.schema.js';
 import { buildRouter, errorHandler, notFound, requestContext } from './http-app.builder.js';
@@ -158,21 +159,11 @@ async function drain(rt: Runtime, graceMs: number, logger: Logger): Promise<void
   server.closeIdleConnections();
   if (rt.inFlight > 0) {
     logger.info({ in_flight: rt.inFlight }, 'http draining');
-    let timer: NodeJS.Timeout | undefined;
     const idle = new Promise<void>((resolve) => rt.idleWaiters.push(resolve));
-    const timedOut = await Promise.race([
-      idle.then(() => false),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), graceMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (timedOut) logger.warn({ in_flight: rt.inFlight }, 'http grace period over: closing connections');
+    if (!(await settledWithin(idle, graceMs))) logger.warn({ in_flight: rt.inFlight }, 'http grace period over: closing connections');
   }
   // every response is written: close idle keep-alive sockets and stragglers
   server.closeAllConnections();
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, 1000)))]);
-  clearTimeout(timer);
+  await settledWithin(closed, 1000);
   rt.listening = false;
 }

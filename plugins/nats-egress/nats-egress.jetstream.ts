@@ -1,9 +1,10 @@
 import { jetstream, type JetStreamClient, type PubAck } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { withContext, type Logger } from '../../kernel/logger.js';
-import { settledWithin, type EgressEvent } from '../../lib/broker-payload.js';
+import type { EgressEvent } from '../../lib/broker-payload.js';
 import { NatsConnectionManager } from '../../lib/nats-connection.js';
 import { ensureStream, NatsStreamMissingError, type StreamSpec } from '../../lib/nats-jetstream.js';
+import { settledWithin } from '../../lib/settled-within.js';
 import { eventHeaders, logBufferFull, subjectOf, type NatsEgress, type NatsEgressSettings, type NatsEgressStats } from './nats-egress.core.js';
 import type { JetStreamEgressOptions } from './nats-egress.schema.js';
 

@@ -10,10 +10,10 @@ import {
   type IngressStatus,
   logOutcome,
   processInbound,
-  settledWithin,
   Slots,
 } from '../../lib/broker-payload.js';
 import { NatsConnectionManager } from '../../lib/nats-connection.js';
+import { settledWithin } from '../../lib/settled-within.js';
 import { ensureStream, isJetStreamApiError } from '../../lib/nats-jetstream.js';
 import type { NatsIngressOptions } from './nats-ingress.schema.js';
 import type { IngressDeps } from '../../lib/ingress-plugin.js';
