@@ -11,7 +11,7 @@ import type { BusEvents, MessageBus } from '../kernel/bus.js';
 import type { Container } from '../kernel/container.js';
 import type { Message } from '../kernel/domain.js';
 import { AppError, type ErrorCode, type ErrorDetail, InvalidJsonError, PayloadTooLargeError, RateLimitedError, toAppError } from '../kernel/errors.js';
-import type { LogContext, Logger } from '../kernel/logger.js';
+import { withContext, type LogContext, type Logger } from '../kernel/logger.js';
 import type { ChatService } from '../kernel/ports/services.port.js';
 import { idSchema } from './ids.schema.js';
 import { metricRegistries } from './metrics.js';
@@ -325,6 +325,15 @@ export function egressEvent<K extends EgressEventName>(event: K, payload: BusEve
   const m = (payload as BusEvents['member.added']).member;
   const body = { event, data: m, instance_id: instanceId };
   return { event, group_id: m.group_id, id: `${event}:${m.group_id}:${m.user_id}:${m.joined_at}`, body: Buffer.from(JSON.stringify(body)) };
+}
+
+/**
+ * A line about one egress event (dropped, retried): its name, group and id,
+ * written with the ids of the request or socket that published it
+ * (`logContext`: req_id or conn, user_id). Never its content.
+ */
+export function logEgressEvent(logger: Logger, level: 'warn' | 'error', e: EgressEvent, msg: string, extra: Record<string, unknown> = {}): void {
+  withContext(logger, e.logContext)[level]({ ...extra, event: e.event, group_id: e.group_id, id: e.id }, msg);
 }
 
 /** Subscribes `publish` to the egress events of local origin; returns the unsubscribe. */

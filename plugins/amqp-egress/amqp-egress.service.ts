@@ -1,7 +1,7 @@
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
-import { withContext, type Logger } from '../../kernel/logger.js';
+import type { Logger } from '../../kernel/logger.js';
 import { AmqpConnection } from '../../lib/amqp-connection.js';
-import type { EgressEvent } from '../../lib/broker-payload.js';
+import { logEgressEvent, type EgressEvent } from '../../lib/broker-payload.js';
 import { settledWithin } from '../../lib/settled-within.js';
 import type { AmqpEgressOptions } from './amqp-egress.schema.js';
 
@@ -81,7 +81,7 @@ export class AmqpEgress {
     if (this.stopped) return;
     if (this.pending >= this.opts.maxBuffer) {
       this.stats.dropped += 1;
-      withContext(this.logger, event.logContext).error({ event: event.event, group_id: event.group_id, id: event.id, buffered: this.pending }, 'amqp egress buffer full: event dropped');
+      logEgressEvent(this.logger, 'error', event, 'amqp egress buffer full: event dropped', { buffered: this.pending });
       return;
     }
     this.queue.push({ routingKey: routingKeyOf(event), event, attempts: 0 });
@@ -128,12 +128,12 @@ export class AmqpEgress {
   private failed(item: Item, err: unknown): void {
     const msg = err instanceof Error ? err.message : String(err);
     if (item.attempts < this.opts.maxAttempts && !this.stopped) {
-      withContext(this.logger, item.event.logContext).warn({ err: msg, event: item.event.event, id: item.event.id, attempt: item.attempts }, 'amqp egress publish not confirmed; will retry');
+      logEgressEvent(this.logger, 'warn', item.event, 'amqp egress publish not confirmed; will retry', { err: msg, attempt: item.attempts });
       this.queue.unshift(item);
       return;
     }
     this.stats.failed += 1;
-    withContext(this.logger, item.event.logContext).error({ err: msg, event: item.event.event, group_id: item.event.group_id, id: item.event.id }, 'amqp egress publish failed: event dropped');
+    logEgressEvent(this.logger, 'error', item.event, 'amqp egress publish failed: event dropped', { err: msg });
   }
 
   private notifyIdle(): void {

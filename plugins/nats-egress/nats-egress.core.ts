@@ -1,6 +1,6 @@
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
-import { withContext, type Logger } from '../../kernel/logger.js';
-import type { EgressEvent } from '../../lib/broker-payload.js';
+import type { Logger } from '../../kernel/logger.js';
+import { logEgressEvent, type EgressEvent } from '../../lib/broker-payload.js';
 import { NatsConnectionManager } from '../../lib/nats-connection.js';
 import type { NatsEgressOptions } from './nats-egress.schema.js';
 
@@ -43,7 +43,7 @@ export function eventHeaders(e: EgressEvent): MsgHdrs {
 
 /** The line for an event dropped because the buffer is full (both modes). */
 export function logBufferFull(logger: Logger, e: EgressEvent, buffered: number): void {
-  withContext(logger, e.logContext).error({ event: e.event, group_id: e.group_id, id: e.id, buffered }, 'nats egress buffer full: event dropped');
+  logEgressEvent(logger, 'error', e, 'nats egress buffer full: event dropped', { buffered });
 }
 
 /**
@@ -93,7 +93,7 @@ export class NatsCoreEgress implements NatsEgress {
       this.stats.published += 1;
     } catch (err) {
       this.stats.dropped += 1;
-      withContext(this.logger, e.logContext).error({ err: (err as Error).message, event: e.event, group_id: e.group_id, id: e.id }, 'nats egress publish failed: event dropped');
+      logEgressEvent(this.logger, 'error', e, 'nats egress publish failed: event dropped', { err: (err as Error).message });
     }
   }
 

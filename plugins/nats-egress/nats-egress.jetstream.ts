@@ -1,7 +1,7 @@
 import { jetstream, type JetStreamClient, type PubAck } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { withContext, type Logger } from '../../kernel/logger.js';
-import type { EgressEvent } from '../../lib/broker-payload.js';
+import type { Logger } from '../../kernel/logger.js';
+import { logEgressEvent, type EgressEvent } from '../../lib/broker-payload.js';
 import { NatsConnectionManager } from '../../lib/nats-connection.js';
 import { ensureStream, NatsStreamMissingError, type StreamSpec } from '../../lib/nats-jetstream.js';
 import { settledWithin } from '../../lib/settled-within.js';
@@ -164,14 +164,14 @@ export class NatsJetStreamEgress implements NatsEgress {
     const msg = err instanceof Error ? err.message : String(err);
     const e = item.event;
     if (item.attempts < this.o.maxAttempts && !this.stopped) {
-      withContext(this.logger, e.logContext).warn({ err: msg, event: e.event, id: e.id, attempt: item.attempts }, 'nats egress publish not acknowledged; will retry');
+      logEgressEvent(this.logger, 'warn', e, 'nats egress publish not acknowledged; will retry', { err: msg, attempt: item.attempts });
       // back to the front, before the events that came after it
       const at = this.queue.findIndex((q) => q.order > item.order);
       this.queue.splice(at < 0 ? this.queue.length : at, 0, item);
       return;
     }
     this.stats.failed += 1;
-    withContext(this.logger, e.logContext).error({ err: msg, event: e.event, group_id: e.group_id, id: e.id }, 'nats egress publish failed: event dropped');
+    logEgressEvent(this.logger, 'error', e, 'nats egress publish failed: event dropped', { err: msg });
   }
 
   /** Stop taking events, give buffered ones up to drainTimeoutMs to be acknowledged, then close. */
