@@ -6,7 +6,7 @@
  * their broker's ack/nack/term and publish the dead letter.
  */
 import Joi from 'joi';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import type { BusEvents, MessageBus } from '../kernel/bus.js';
 import type { Container } from '../kernel/container.js';
 import type { Message } from '../kernel/domain.js';
@@ -349,58 +349,4 @@ export function subscribeEgress(bus: MessageBus, instanceId: string, publish: (e
   return () => {
     for (const off of offs) off();
   };
-}
-
-/** What becomes of an egress event: published, or why not (`failed`, `duplicate`: only where the mode has confirms). */
-export type EgressOutcome = 'published' | 'dropped' | 'failed' | 'duplicate';
-
-/** What an egress plugin reports (its status object in the container). */
-export interface EgressStatusSource {
-  /** Events buffered or awaiting the broker's confirmation. */
-  readonly pending: number;
-  /** Totals since start, by outcome. */
-  readonly stats: Readonly<Partial<Record<EgressOutcome, number>>>;
-}
-
-const EGRESS_EVENTS_METRIC = 'im_broker_egress_events_total';
-const EGRESS_PENDING_METRIC = 'im_broker_egress_pending';
-/** Per registry: the egress plugins of that kernel, read at every scrape. */
-const egressSources = new WeakMap<Registry, Map<'amqp' | 'nats', EgressStatusSource>>();
-
-/**
- * Exports an egress plugin's totals and backlog in this kernel's metrics
- * registry (when the metrics plugin is enabled), read at scrape time:
- * `im_broker_egress_events_total{transport,outcome}` and
- * `im_broker_egress_pending{transport}` (shared by both egress plugins).
- */
-export function exportEgressMetrics(container: Container, transport: 'amqp' | 'nats', source: EgressStatusSource): void {
-  for (const reg of metricRegistries(container)) {
-    let sources = egressSources.get(reg);
-    if (!sources) {
-      const all = new Map<'amqp' | 'nats', EgressStatusSource>();
-      sources = all;
-      egressSources.set(reg, all);
-      new Counter({
-        name: EGRESS_EVENTS_METRIC,
-        help: 'Broker egress events by transport and outcome: published (confirmed by the broker where the mode has confirms), dropped (buffer full, refused, left at stop), failed (no confirmation after maxAttempts), duplicate (a retry the stream already had)',
-        labelNames: ['transport', 'outcome'] as const,
-        registers: [reg],
-        collect() {
-          // the plugins keep the totals; the counter repeats them at each scrape
-          this.reset();
-          for (const [t, s] of all) for (const [outcome, n] of Object.entries(s.stats)) if (n !== undefined) this.inc({ transport: t, outcome }, n);
-        },
-      });
-      new Gauge({
-        name: EGRESS_PENDING_METRIC,
-        help: 'Broker egress events buffered (broker away) or awaiting the broker confirmation, by transport',
-        labelNames: ['transport'] as const,
-        registers: [reg],
-        collect() {
-          for (const [t, s] of all) this.set({ transport: t }, s.pending);
-        },
-      });
-    }
-    sources.set(transport, source);
-  }
 }

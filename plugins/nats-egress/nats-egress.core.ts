@@ -1,6 +1,7 @@
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../../kernel/logger.js';
 import { logEgressEvent, type EgressEvent } from '../../lib/broker-payload.js';
+import type { EgressRuntime } from '../../lib/egress-plugin.js';
 import { NatsConnectionManager } from '../../lib/nats-connection.js';
 import type { NatsEgressOptions } from './nats-egress.schema.js';
 
@@ -16,15 +17,7 @@ export interface NatsEgressStats {
 }
 
 /** One mode of the plugin (core NATS, JetStream). */
-export interface NatsEgress {
-  readonly connected: boolean;
-  readonly pending: number;
-  readonly stats: Readonly<NatsEgressStats>;
-  /** Called from the bus: never blocks. */
-  enqueue(e: EgressEvent): void;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-}
+export type NatsEgress = EgressRuntime<NatsEgressStats>;
 
 export type NatsEgressSettings = NatsEgressOptions & { connectionName: string };
 
