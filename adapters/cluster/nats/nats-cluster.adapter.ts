@@ -49,21 +49,24 @@ export const natsClusterAdapter = definePlugin<NatsClusterOptions>({
   },
   register({ container, options, logger, contributions }) {
     const registers = metricRegistries(container);
-    const metrics: ClusterBusMetrics | null =
-      registers.length === 0
-        ? null
-        : {
-            outboxDropped: new Counter({
-              name: 'im_cluster_outbox_dropped_total',
-              help: 'Local events never relayed to other instances: dropped from the cluster bus outbox while disconnected from NATS (oldest first, past cluster.outboxMaxEvents), or left in it when the instance stopped',
-              registers,
-            }),
-            outboxQueued: new Gauge({
-              name: 'im_cluster_outbox_queued',
-              help: 'Local events waiting in the cluster bus outbox for the reconnect to NATS',
-              registers,
-            }),
-          };
+    let metrics: ClusterBusMetrics | null = null;
+    if (registers.length > 0) {
+      metrics = {
+        outboxDropped: new Counter({
+          name: 'im_cluster_outbox_dropped_total',
+          help: 'Local events never relayed to other instances: dropped from the cluster bus outbox while disconnected from NATS (oldest first, past cluster.outboxMaxEvents), or left in it when the instance stopped',
+          registers,
+        }),
+      };
+      new Gauge({
+        name: 'im_cluster_outbox_queued',
+        help: 'Local events waiting in the cluster bus outbox for the reconnect to NATS',
+        registers,
+        collect() {
+          this.set(container.resolve('natsClusterBus').outboxQueued);
+        },
+      });
+    }
     container.register({
       natsClusterBus: asFunction(({ bus, instanceId }) => new NatsClusterBus({ bus, instanceId, logger, metrics }, options)).singleton(),
       clusterBus: aliasTo('natsClusterBus'),

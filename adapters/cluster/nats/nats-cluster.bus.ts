@@ -1,5 +1,5 @@
 import { connect, type Msg, type NatsConnection } from '@nats-io/transport-node';
-import type { Counter, Gauge } from 'prom-client';
+import type { Counter } from 'prom-client';
 import type { BusEventName, BusEvents, EventMeta, MessageBus, Unsubscribe } from '../../../kernel/bus.js';
 import { KernelError } from '../../../kernel/errors.js';
 import type { Logger } from '../../../kernel/logger.js';
@@ -14,12 +14,10 @@ export interface ClusterBusStatus {
   readonly connected: boolean;
 }
 
-/** Outbox metrics (absent when the metrics plugin is off). */
+/** Outbox metrics (absent when the metrics plugin is off); the queued gauge reads `outboxQueued` at scrape time. */
 export interface ClusterBusMetrics {
   /** Local events never relayed: dropped from a full outbox (oldest first, past outboxMaxEvents), or left in it at stop. */
   outboxDropped: Counter;
-  /** Local events waiting in the outbox for the reconnect. */
-  outboxQueued: Gauge;
 }
 
 /**
@@ -48,6 +46,11 @@ export class NatsClusterBus implements ClusterBusStatus {
     private readonly deps: { bus: MessageBus; instanceId: string; logger: Logger; metrics?: ClusterBusMetrics | null },
     private readonly opts: NatsClusterOptions,
   ) {}
+
+  /** Local events waiting in the outbox for the reconnect to NATS. */
+  get outboxQueued(): number {
+    return this.outbox.length;
+  }
 
   get connected(): boolean {
     return this.connectedFlag;
@@ -94,7 +97,6 @@ export class NatsClusterBus implements ClusterBusStatus {
     const left = this.outbox.splice(0).length;
     if (left > 0) {
       this.deps.metrics?.outboxDropped.inc(left);
-      this.deps.metrics?.outboxQueued.set(0);
       this.deps.logger.warn({ dropped: left, dropped_before: this.outboxDropped }, 'cluster bus: stopped while disconnected, events of the outbox dropped');
     }
     const nc = this.nc;
@@ -191,7 +193,6 @@ export class NatsClusterBus implements ClusterBusStatus {
         // said once per outage (the count comes with the reconnect line), so an outage that lasts is visible before it ends
         if (this.outboxDropped++ === 0) this.deps.logger.warn({ max: this.opts.outboxMaxEvents }, 'cluster bus: outbox full while disconnected, dropping the oldest events');
       }
-      this.deps.metrics?.outboxQueued.set(this.outbox.length);
       return;
     }
     this.publish(item);
@@ -207,7 +208,6 @@ export class NatsClusterBus implements ClusterBusStatus {
 
   private flushOutbox(): void {
     const items = this.outbox.splice(0);
-    this.deps.metrics?.outboxQueued.set(0);
     if (this.outboxDropped > 0) this.deps.logger.warn({ dropped: this.outboxDropped }, 'cluster bus: events dropped while disconnected (outbox full)');
     this.outboxDropped = 0;
     for (const item of items) this.publish(item);
