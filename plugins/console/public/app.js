@@ -771,7 +771,7 @@ function formValues(form) {
   return out;
 }
 
-/** One per resultForm: empties the form and its line, and drops the answer of a submission still running. */
+/** One per resultForm: empties the form (fields and line), and drops the answer of a submission still running. */
 const resultFormResets = [];
 
 /**
@@ -779,19 +779,24 @@ const resultFormResets = [];
  * words) in the form's `.result` line. Only the latest submission shows its
  * outcome: one started by code while another runs makes the first one moot.
  * `action` gets `superseded()`, true once a later submission has started, so
- * that what it writes elsewhere (a table) can be dropped too.
+ * that what it writes elsewhere (a table) can be dropped too. Returns
+ * `clear()`: empties the line and drops the answer of a submission still
+ * running (its fields stay).
  */
 function resultForm(id, action) {
   const form = $(id);
   const result = form.querySelector('.result');
   const button = form.querySelector('button[type=submit]');
   let turn = 0;
-  resultFormResets.push(() => {
+  const clear = () => {
     turn += 1; // a submission still running is superseded: its answer shows nowhere
-    form.reset();
     result.className = 'result';
     result.textContent = '';
     button.disabled = false;
+  };
+  resultFormResets.push(() => {
+    form.reset();
+    clear();
   });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -812,6 +817,7 @@ function resultForm(id, action) {
     result.classList.add(failed ? 'error' : 'ok');
     button.disabled = false;
   });
+  return { clear };
 }
 
 resultForm('create-user', async (v, form) => {
@@ -915,9 +921,7 @@ function renderGroupRecords(g) {
   if ((panel.dataset.groupId ?? '') === groupId) return;
   panel.dataset.groupId = groupId;
   $('group-records-table').querySelector('tbody').replaceChildren();
-  const result = $('group-records-form').querySelector('.result');
-  result.className = 'result';
-  result.textContent = '';
+  groupRecordsForm.clear();
   if (doctor && panel.open) $('group-records-form').requestSubmit();
 }
 
@@ -925,7 +929,7 @@ $('group-records').addEventListener('toggle', () => {
   if ($('group-records').open) $('group-records-form').requestSubmit();
 });
 
-resultForm('group-records-form', (v, _form, { superseded }) => {
+const groupRecordsForm = resultForm('group-records-form', (v, _form, { superseded }) => {
   const panel = $('group-records');
   const groupId = panel.dataset.groupId;
   if (!groupId) return Promise.resolve('');
