@@ -18,7 +18,7 @@ import { postgresDb, sqliteDb, type BenchDb } from './lib/bench-db.js';
 import { CLK_TCK, fdSoftLimit, listProcesses, machineInfo, machineTicks, round } from './lib/proc.js';
 import { fmt, writeReport, type BenchReport } from './lib/report.js';
 import { seedGroups, seedUsers } from './lib/seed.js';
-import { addRatios, type Options, type ScenarioReport, type Target, type TargetName, type TargetResult } from './scenarios/common.js';
+import { addRatios, firstRate, type Options, type ScenarioReport, type Target, type TargetName, type TargetResult } from './scenarios/common.js';
 import { closeSockets, runFanout } from './scenarios/fanout.scenario.js';
 import { AI_USER, MAX_USERS, s1Groups, s2Groups, user } from './scenarios/fixtures.js';
 import { runS3, runS4 } from './scenarios/http.scenario.js';
@@ -267,7 +267,7 @@ async function runService(o: Options, reports: Map<string, ScenarioReport>, want
         await ensureUsers(t, 11_100);
         await ensureS2();
         const s2 = reports.get('S2')!.results.service;
-        const rate = o.startRate ?? s2?.knee?.rate ?? 1311;
+        const rate = firstRate(o, s2?.knee?.rate ?? 1311);
         if (o.startRate) rep.notes.push(`S7 ran at --start-rate ${o.startRate}/s`);
         else if (!s2?.knee) rep.notes.push(`S2 had no passing step in this run: S7 ran at ${rate}/s`);
         await guard(rep, 'service', () => runS7(t, restartAi, o, log, rate, fake, s2));
